@@ -1,0 +1,191 @@
+"""``napari-unet`` command line: train from painted labels, predict masks tile by tile.
+
+    napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N]
+                      [--device auto|cpu|cuda|mps] [--from MODEL] [--dense] [--preset small|large|auto]
+    napari-unet predict --model MODEL --images IMG... --out-dir DIR [--device ...] [--tta] [--overwrite]
+
+Every user mistake ends with one sentence on stderr and exit status 2, never a traceback.
+This module calls the engine (``src_models``) and imports neither napari nor Qt.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("napari_unet.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-unet",
+                                     description="Train a U-Net from painted labels and segment images with it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model from images and painted labels")
+    train.add_argument("--images", nargs="+", required=True, metavar="IMG", help="image files")
+    train.add_argument("--labels", nargs="+", required=True, metavar="LAB",
+                       help="labels files, paired with --images in order (0 = not painted)")
+    train.add_argument("--out", required=True, metavar="MODEL_FILE", help="model file to write (.safetensors)")
+    train.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="stop after this many seconds (default 120 unless --steps is given)")
+    train.add_argument("--steps", type=int, default=None, metavar="N", help="stop after N steps")
+    train.add_argument("--from", dest="from_model", default=None, metavar="MODEL_FILE",
+                       help="continue training (fine-tune) this model")
+    train.add_argument("--dense", action="store_true", help="label 0 is background (fully painted masks)")
+    train.add_argument("--preset", default="auto", choices=["auto", "small", "large"],
+                       help="network size (auto: large on CUDA, small otherwise)")
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--patch-size", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--overwrite", action="store_true", help="replace MODEL_FILE if it exists")
+
+    predict = sub.add_parser("predict", help="segment images with a trained model")
+    predict.add_argument("--model", required=True, metavar="MODEL_FILE")
+    predict.add_argument("--images", nargs="+", required=True, metavar="IMG")
+    predict.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/<image stem>_mask.tif")
+    predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
+    predict.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
+    predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
+
+    for p in (train, predict):
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _progress_bar(total, desc, quiet, unit):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+def _train(args) -> int:
+    import numpy as np
+
+    from src_models import InputError, Trainer, TrainConfig, UNetModel, read_image
+    from src_models.images import guess_channel_axis
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} already exists; choose another --out or add --overwrite.")
+    if len(args.images) != len(args.labels):
+        raise InputError(f"{len(args.images)} image(s) but {len(args.labels)} labels file(s): "
+                         "give one labels file per image, in the same order.")
+    images = [read_image(p) for p in args.images]
+    labels = [read_image(p) for p in args.labels]
+    axes = set()
+    for path, img, lab in zip(args.images, images, labels):
+        try:
+            axes.add(guess_channel_axis(img.shape, lab.shape))
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    if len(axes) > 1:
+        raise InputError("Mixed grey and colour images; train on images of one kind.")
+    channel_axis = axes.pop()
+    if channel_axis is not None:  # one layout for all: channels last
+        images = [np.moveaxis(img, channel_axis, -1) for img in images]
+        channel_axis = -1
+    budget = args.time_budget if (args.time_budget is not None or args.steps is not None) else 120.0
+    fields = {"time_budget": budget, "steps": args.steps, "device": args.device, "dense": args.dense,
+              "preset": args.preset, "seed": args.seed}
+    if args.batch_size:
+        fields["batch_size"] = args.batch_size
+    if args.patch_size:
+        fields["patch_size"] = args.patch_size
+    try:
+        config = TrainConfig(**fields)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    start_model = UNetModel.load(args.from_model, device=args.device) if args.from_model else None
+    trainer = Trainer(images, labels, config=config, model=start_model, channel_axis=channel_axis)
+    log.info("Training on %s, classes %s", trainer.device, trainer.class_map.ids)
+    total = args.steps if budget is None else int(round(budget))
+    cancel = threading.Event()
+    bar = _progress_bar(total, f"train ({trainer.device.type})", args.quiet, "step" if budget is None else "s")
+    gen = trainer.run(cancel)
+    t0 = time.perf_counter()
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            except KeyboardInterrupt:
+                cancel.set()
+                continue
+            bar.n = p.step if budget is None else min(total, int(p.elapsed))
+            bar.set_postfix(step=p.step, loss=f"{p.loss:.3f}", refresh=False)
+            bar.refresh()
+    finally:
+        bar.close()
+    result.model.save(out)
+    verb = "stopped early" if result.stopped else "trained"
+    print(f"{verb}: {result.steps} steps in {time.perf_counter() - t0:.1f} s, final loss "
+          f"{(result.losses or [float('nan')])[-1]:.3f}; classes {list(result.model.class_map.ids)}; "
+          f"model written to {out}")
+    return 130 if result.stopped else 0
+
+
+def _predict(args) -> int:
+    from src_models import InputError, TileConfig, UNetModel, read_image, write_labels_tiff
+    from src_models.images import guess_channel_axis
+
+    model = UNetModel.load(args.model, device=args.device)
+    out_dir = Path(args.out_dir)
+    targets = [out_dir / f"{Path(p).stem}_mask.tif" for p in args.images]
+    if len(set(targets)) != len(targets):
+        raise InputError("Two images have the same file name; their masks would overwrite each other.")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise InputError(f"{existing[0]} already exists; choose another --out-dir or add --overwrite.")
+    tile = TileConfig(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
+    for path, target in zip(args.images, targets):
+        image = read_image(path)
+        try:
+            axis = guess_channel_axis(image.shape, n_channels=model.config.in_channels)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        bar = _progress_bar(None, Path(path).name, args.quiet, "tile")
+
+        def progress(done, total, bar=bar):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            labels = model.predict(image, channel_axis=axis, tile=tile, progress=progress)
+        finally:
+            bar.close()
+        write_labels_tiff(target, labels, overwrite=args.overwrite,
+                          metadata={"class_ids": list(model.class_map.ids),
+                                    "class_names": list(model.class_map.names)})
+        print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in set(labels.ravel().tolist()))}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``napari-unet``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from src_models import Cancelled, InputError, ModelFileError
+
+    try:
+        return _train(args) if args.command == "train" else _predict(args)
+    except (InputError, ModelFileError) as exc:
+        print(f"napari-unet: error: {exc}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("napari-unet: cancelled.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("napari-unet: error: out of memory; use a smaller --tile-size or --batch-size.", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Frozen configuration records for the network, training and tiled prediction.
+
+Each has ``to_dict``/``from_dict`` so it can be stored as JSON beside the weights.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config"]
+
+
+class _Record:
+    """Shared JSON round trip for the frozen config dataclasses."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class UNetConfig(_Record):
+    """Architecture of a U-Net (Ronneberger et al. 2015, with same-padding).
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input image (1 for grey, 3 for RGB).
+    n_classes : int
+        Output classes K; the head is a 1x1 convolution to K logits.
+    depth : int
+        Number of 2x2 max-pool steps in the contracting path.
+    base_width : int
+        Feature channels of the first level; each level doubles it.
+    norm : {"batch", "group", "none"}
+        Normalisation after each 3x3 convolution.
+    up : {"transpose", "bilinear"}
+        Up-sampling in the expanding path.
+    dropout : float
+        Dropout probability at the bottleneck (the paper's drop-out layers).
+    """
+
+    in_channels: int
+    n_classes: int
+    depth: int = 3
+    base_width: int = 16
+    norm: str = "batch"
+    up: str = "transpose"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {self.in_channels}.")
+        if self.n_classes < 2:
+            raise ValueError(f"A segmentation model needs at least 2 classes, got {self.n_classes}.")
+        if not 1 <= self.depth <= 6:
+            raise ValueError(f"depth must be between 1 and 6, got {self.depth}.")
+        if self.base_width < 1:
+            raise ValueError(f"base_width must be positive, got {self.base_width}.")
+        if self.norm not in ("batch", "group", "none"):
+            raise ValueError(f"norm must be 'batch', 'group' or 'none', got {self.norm!r}.")
+        if self.up not in ("transpose", "bilinear"):
+            raise ValueError(f"up must be 'transpose' or 'bilinear', got {self.up!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sizes that are multiples of this keep every pooling step exact."""
+        return 2 ** self.depth
+
+
+#: Named architectures: ``small`` trains interactively on a laptop CPU, ``large`` is for a GPU.
+PRESETS: dict[str, dict] = {
+    "small": {"depth": 3, "base_width": 16},
+    "large": {"depth": 4, "base_width": 32},
+}
+
+
+def preset_config(name: str, in_channels: int, n_classes: int, device_type: str = "cpu") -> UNetConfig:
+    """Return the `UNetConfig` of a named preset; ``"auto"`` picks by device type."""
+    if name == "auto":
+        name = "large" if device_type == "cuda" else "small"
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(['auto', *PRESETS])}.")
+    return UNetConfig(in_channels=in_channels, n_classes=n_classes, **PRESETS[name])
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Record):
+    """How to train from painted labels.
+
+    Training ends after ``steps`` steps or ``time_budget`` seconds, whichever comes first
+    (at least one of them must be set). ``dense=True`` treats label 0 as a class
+    (background) instead of "not painted".
+    """
+
+    steps: int | None = None
+    time_budget: float | None = 60.0
+    batch_size: int = 4
+    patch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    dense: bool = False
+    dice_weight: float = 0.0
+    border_weight: bool = False
+    border_w0: float = 10.0
+    border_sigma: float = 5.0
+    augment: bool = True
+    elastic: bool = True
+    seed: int | None = 0
+    preset: str = "auto"
+    device: str = "auto"
+    channels_last: bool | None = None
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.steps is None and self.time_budget is None:
+            raise ValueError("Give a number of steps, a time budget, or both.")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be positive, got {self.time_budget}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if self.patch_size < 16:
+            raise ValueError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+
+
+@dataclass(frozen=True)
+class TileConfig(_Record):
+    """Overlap-tile prediction.
+
+    Parameters
+    ----------
+    tile_size : int
+        Side of the square tile fed to the network, halo included.
+    halo : int
+        Context on each side of a tile's core; pixels outside the image are mirrored.
+    blend : int
+        How far each tile's output reaches into its halo, fading out linearly, to hide seams.
+        ``0`` keeps only the cores (exactly a whole-image pass when ``halo`` covers the
+        receptive field).
+    batch_size : int
+        Tiles per forward pass.
+    tta : bool
+        Average the 8 flips/90-degree rotations (test-time augmentation).
+    """
+
+    tile_size: int = 256
+    halo: int = 32
+    blend: int = 16
+    batch_size: int = 4
+    tta: bool = False
+
+    def __post_init__(self):
+        if self.tile_size < 16:
+            raise ValueError(f"tile_size must be at least 16, got {self.tile_size}.")
+        if self.halo < 0 or self.blend < 0:
+            raise ValueError("halo and blend must not be negative.")
+        if self.blend > self.halo:
+            raise ValueError(f"blend ({self.blend}) cannot exceed halo ({self.halo}).")
+        if 2 * self.halo >= self.tile_size:
+            raise ValueError(f"tile_size ({self.tile_size}) must exceed twice the halo ({self.halo}).")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")

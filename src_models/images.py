@@ -1,0 +1,147 @@
+"""Image layout and intensity normalisation.
+
+The engine sees every image as ``(S, C, H, W)``: S slices of a stack (1 for a 2D
+image), C channels, and two spatial axes. Axes before the last two spatial axes are
+stack axes (Z or T). Views are lazy for NumPy, dask and zarr inputs: nothing is
+loaded until a tile is read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["ImageView", "Normalization", "spatial_shape"]
+
+
+def spatial_shape(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
+    """Shape of the labels that go with an image of ``shape`` (the image less its channel axis)."""
+    if channel_axis is None:
+        return tuple(shape)
+    axis = channel_axis % len(shape)
+    return tuple(s for i, s in enumerate(shape) if i != axis)
+
+
+class ImageView:
+    """An image seen as ``(S, C, H, W)`` without copying it.
+
+    Parameters
+    ----------
+    image : array-like
+        NumPy, dask, zarr or memory-mapped array, at least 2D.
+    channel_axis : int, optional
+        Axis holding channels (``-1`` for RGB as napari stores it); None for grey.
+    """
+
+    def __init__(self, image, channel_axis: int | None = None):
+        if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
+            image = np.asarray(image)
+        ndim = len(image.shape)
+        min_ndim = 2 if channel_axis is None else 3
+        if ndim < min_ndim:
+            raise InputError(
+                f"An image needs at least {min_ndim} dimensions"
+                f"{' with a channel axis' if channel_axis is not None else ''}; got shape {tuple(image.shape)}."
+            )
+        self.source = image
+        self.channel_axis = None if channel_axis is None else channel_axis % ndim
+        self.shape = spatial_shape(tuple(image.shape), channel_axis)  # labels shape
+        self.n_channels = 1 if channel_axis is None else int(image.shape[self.channel_axis])
+        self.stack_shape = self.shape[:-2]
+        self.n_slices = int(np.prod(self.stack_shape, dtype=np.int64)) if self.stack_shape else 1
+        self.height, self.width = self.shape[-2:]
+
+    def _index(self, s: int, ys: slice, xs: slice) -> tuple:
+        """Index into the source for slice ``s`` and a spatial window, channel axis kept whole."""
+        stack_idx = np.unravel_index(s, self.stack_shape) if self.stack_shape else ()
+        spatial = list(stack_idx) + [ys, xs]
+        if self.channel_axis is None:
+            return tuple(int(i) if not isinstance(i, slice) else i for i in spatial)
+        spatial.insert(self.channel_axis, slice(None))
+        return tuple(int(i) if not isinstance(i, slice) else i for i in spatial)
+
+    def read(self, s: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        """Read slice ``s`` (window ``ys, xs``) as float32 ``(C, h, w)``."""
+        block = np.asarray(self.source[self._index(s, ys, xs)], dtype=np.float32)
+        if self.channel_axis is None:
+            return block[None]
+        # the channel axis is now the only axis left besides the two spatial ones
+        c_pos = self.channel_axis - sum(1 for i in range(len(self.stack_shape)) if i < self.channel_axis)
+        return np.moveaxis(block, c_pos, 0)
+
+    def sample(self, max_pixels: int = 2_000_000) -> np.ndarray:
+        """A strided sample ``(C, N)`` of the whole image for intensity statistics."""
+        total = self.n_slices * self.height * self.width
+        step = max(1, int(np.ceil(np.sqrt(total / max_pixels))))
+        slices = range(0, self.n_slices, max(1, self.n_slices // 16))
+        parts = [self.read(s, slice(None, None, step), slice(None, None, step)) for s in slices]
+        return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-image, per-channel percentile scaling: ``(x - p_low) / (p_high - p_low)``.
+
+    The method (not the numbers) is stored in the model, so prediction scales each new
+    image the same way training did, whatever its dtype (uint8, uint16, float).
+    """
+
+    low: float = 1.0
+    high: float = 99.8
+
+    def stats(self, view: ImageView) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(offset, scale)`` arrays of shape ``(C, 1, 1)`` for ``view``."""
+        sample = view.sample()
+        lo = np.percentile(sample, self.low, axis=1)
+        hi = np.percentile(sample, self.high, axis=1)
+        scale = np.where(hi - lo > 1e-6, hi - lo, 1.0)
+        return lo.astype(np.float32)[:, None, None], scale.astype(np.float32)[:, None, None]
+
+    def to_dict(self) -> dict:
+        return {"kind": "percentile", "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normalization":
+        return cls(float(data.get("low", 1.0)), float(data.get("high", 99.8)))
+
+
+def guess_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...] | None = None,
+                       n_channels: int | None = None) -> int | None:
+    """Guess which axis of an image holds channels.
+
+    With ``labels_shape`` the channel axis is the one whose removal gives the labels' shape
+    (last axis preferred, then first). With ``n_channels`` (a model's input channels) it is
+    the last, else the first axis of that length. A 3-or-4-long last axis behind two larger
+    ones is read as RGB(A). Returns None for grey images and stacks.
+    """
+    image_shape = tuple(image_shape)
+    if labels_shape is not None:
+        labels_shape = tuple(labels_shape)
+        if image_shape == labels_shape:
+            return None
+        if len(image_shape) == len(labels_shape) + 1:
+            for axis in [len(image_shape) - 1, *range(len(image_shape) - 1)]:
+                if image_shape[:axis] + image_shape[axis + 1:] == labels_shape:
+                    return axis
+        raise InputError(
+            f"Labels of shape {labels_shape} do not fit an image of shape {image_shape}; "
+            "labels must have the image's shape (without its colour channels).")
+    if n_channels is not None and n_channels > 1:
+        if image_shape[-1] == n_channels:
+            return len(image_shape) - 1
+        if image_shape[0] == n_channels:
+            return 0
+        raise InputError(f"The model expects {n_channels}-channel images but this image has shape {image_shape}; "
+                         "use a model trained on images like this one.")
+    rgb_like = len(image_shape) >= 3 and image_shape[-1] in (3, 4) and min(image_shape[-3:-1]) > 4
+    if n_channels == 1 and rgb_like:
+        raise InputError(f"The model expects grey images but this image looks like RGB (shape {image_shape}); "
+                         "use a model trained on colour images, or convert the image to grey.")
+    if n_channels is None and rgb_like:
+        return len(image_shape) - 1
+    return None
+
+
+__all__.append("guess_channel_axis")

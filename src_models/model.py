@@ -1,0 +1,55 @@
+"""The U-Net assembled from `blocks`, widths and depth taken from a `UNetConfig`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import DoubleConv, Down, Head, Up
+from .config import UNetConfig
+
+__all__ = ["UNet"]
+
+
+class UNet(nn.Module):
+    """U-Net (Ronneberger et al. 2015) with same-padding, so the output has the input's size.
+
+    ``(B, in_channels, H, W) -> (B, n_classes, H, W)`` logits. H and W should be multiples
+    of ``2 ** depth`` for exact pooling (other sizes work; the up path pads to the skip).
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        widths = [config.base_width * 2**level for level in range(config.depth + 1)]
+        self.stem = DoubleConv(config.in_channels, widths[0], config.norm)
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], config.norm) for i in range(config.depth))
+        self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(
+            Up(widths[i + 1], widths[i], config.norm, config.up) for i in reversed(range(config.depth))
+        )
+        self.head = Head(widths[0], config.n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last decoder features ``(B, base_width, H, W)``, before the head."""
+        skips = [self.stem(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = self.dropout(skips.pop())
+        for up in self.ups:
+            x = up(x, skips.pop())
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that can influence one output pixel (an upper bound)."""
+        radius, scale = 2, 1  # stem
+        for _ in range(self.config.depth):
+            scale *= 2
+            radius += scale // 2 + 2 * scale  # pool offset + two 3x3 convs at this scale
+        for _ in range(self.config.depth):
+            radius += scale  # transposed/bilinear up-sampling context
+            scale //= 2
+            radius += 2 * scale
+        return radius

@@ -1,0 +1,106 @@
+"""Training patches drawn where the paint is.
+
+Every patch is centred (with a random offset) on a painted pixel of a class chosen
+uniformly among the painted classes, so a few strokes on a huge image are seen at
+every step and rare classes are not drowned by common ones.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+__all__ = ["PatchSampler"]
+
+
+class PatchSampler:
+    """Holds the painted slices on the training device and draws patch batches from them.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of network classes (targets hold ``0..n_classes-1`` or ``-1``).
+    patch_size : int
+        Side of the square patches.
+    device : torch.device
+        Where slices and patches live.
+    rng : numpy.random.Generator
+        Source of the patch positions.
+    """
+
+    def __init__(self, n_classes: int, patch_size: int, device: torch.device, rng: np.random.Generator):
+        self.n_classes = n_classes
+        self.patch_size = patch_size
+        self.device = device
+        self.rng = rng
+        self._slices: dict = {}
+        self._lock = threading.Lock()
+        self._coords: list[np.ndarray] = []  # per class: (N, 3) rows of (slice number, y, x)
+        self._keys: list = []
+
+    def set_slice(self, key, image: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None) -> None:
+        """Add or replace one painted slice.
+
+        ``image (C, H, W)`` float32 normalised, ``target (H, W)`` int64 with -1 = not painted,
+        ``weight (H, W)`` optional per-pixel loss factor. A slice without paint is dropped.
+        """
+        pad = self.patch_size
+        if not (target >= 0).any():
+            self.remove_slice(key)
+            return
+        img = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+        tgt = np.pad(target, pad, mode="constant", constant_values=-1)
+        entry = {
+            "image": torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).to(self.device),
+            "target": torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.int64)).to(self.device),
+            "weight": None if weight is None else torch.from_numpy(
+                np.pad(weight.astype(np.float32), pad, mode="edge")).to(self.device),
+            "index": target,
+        }
+        with self._lock:
+            self._slices[key] = entry
+            self._rebuild()
+
+    def remove_slice(self, key) -> None:
+        with self._lock:
+            if self._slices.pop(key, None) is not None:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._keys = list(self._slices)
+        per_class: list[list[np.ndarray]] = [[] for _ in range(self.n_classes)]
+        for n, key in enumerate(self._keys):
+            target = self._slices[key]["index"]
+            for k in range(self.n_classes):
+                ys, xs = np.nonzero(target == k)
+                if len(ys):
+                    per_class[k].append(np.stack([np.full_like(ys, n), ys, xs], axis=1))
+        self._coords = [np.concatenate(c) if c else np.zeros((0, 3), np.int64) for c in per_class]
+
+    @property
+    def painted_classes(self) -> list[int]:
+        """Class indices with at least one painted pixel."""
+        return [k for k, c in enumerate(self._coords) if len(c)]
+
+    def draw(self, batch_size: int):
+        """Return ``image (B, C, P, P)``, ``target (B, P, P)``, ``weight (B, P, P)`` or None."""
+        p = self.patch_size
+        with self._lock:
+            classes = self.painted_classes
+            if not classes:
+                raise RuntimeError("No painted pixel left to train on.")
+            images, targets, weights = [], [], []
+            for _ in range(batch_size):
+                coords = self._coords[classes[self.rng.integers(len(classes))]]
+                n, y, x = coords[self.rng.integers(len(coords))]
+                entry = self._slices[self._keys[n]]
+                # the painted pixel lands anywhere inside the patch; +p undoes the padding
+                y0 = int(y) + p - int(self.rng.integers(p))
+                x0 = int(x) + p - int(self.rng.integers(p))
+                images.append(entry["image"][:, y0:y0 + p, x0:x0 + p])
+                targets.append(entry["target"][y0:y0 + p, x0:x0 + p])
+                if entry["weight"] is not None:
+                    weights.append(entry["weight"][y0:y0 + p, x0:x0 + p])
+            weight = torch.stack(weights) if len(weights) == batch_size else None
+            return torch.stack(images), torch.stack(targets), weight

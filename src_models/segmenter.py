@@ -1,0 +1,216 @@
+"""`UNetModel`: a trained network with what it needs to be used on new images.
+
+It bundles the `UNet`, the `ClassMap` (label ids and names), the intensity
+`Normalization` and a record of how it was trained, predicts whole images, stacks and
+lazy arrays tile by tile, and saves to / loads from one safe file (see `checkpoint`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .classmap import ClassMap
+from .config import TileConfig, UNetConfig, preset_config
+from .device import pick_device
+from .errors import InputError
+from .images import ImageView, Normalization
+from .model import UNet
+from .tiling import count_tiles, predict_tiled
+
+__all__ = ["UNetModel"]
+
+log = logging.getLogger(__name__)
+
+#: Largest number of output floats (classes x pixels) accumulated at once; bigger images go in bands.
+_MAX_REGION_FLOATS = 64 * 2**20
+
+
+class UNetModel:
+    """A U-Net together with its classes and input normalisation.
+
+    Parameters
+    ----------
+    net : UNet
+        The network; its ``config`` gives channels and classes.
+    class_map : ClassMap
+        Label ids for the network's outputs, in order.
+    normalization : Normalization, optional
+        Intensity scaling applied to every image before the network.
+    device : str or torch.device
+        Where the network runs (``"auto"``: CUDA, MPS, CPU).
+    info : dict, optional
+        Free-form record of how the model was trained (stored in the model file).
+    """
+
+    def __init__(self, net: UNet, class_map: ClassMap, normalization: Normalization | None = None,
+                 device="auto", info: dict | None = None):
+        if net.config.n_classes != class_map.n_classes:
+            raise ValueError(
+                f"The network has {net.config.n_classes} outputs but the class map {class_map.n_classes} classes.")
+        self.device = pick_device(device)
+        self.net = net.to(self.device)
+        self.class_map = class_map
+        self.normalization = normalization or Normalization()
+        self.info = dict(info or {})
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def new(cls, in_channels: int, class_map: ClassMap, preset: str = "auto", device="auto",
+            seed: int | None = None, **overrides) -> "UNetModel":
+        """A freshly initialised model from a named preset (``small``, ``large`` or ``auto``)."""
+        dev = pick_device(device)
+        config = preset_config(preset, in_channels, class_map.n_classes, dev.type)
+        if overrides:
+            config = UNetConfig.from_dict({**config.to_dict(), **overrides})
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = UNet(config)
+        else:
+            net = UNet(config)
+        return cls(net, class_map, device=dev)
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.net.config
+
+    def to(self, device) -> "UNetModel":
+        """Move to ``device`` (in place) and return self."""
+        self.device = pick_device(device)
+        self.net.to(self.device)
+        return self
+
+    def with_classes(self, class_map: ClassMap) -> "UNetModel":
+        """This model extended to the classes of ``class_map`` (fine-tuning with new classes).
+
+        Known classes keep their weights; new ones get a fresh head row. Returns self when
+        nothing is new.
+        """
+        merged = self.class_map.union(class_map)
+        if merged.ids == self.class_map.ids:
+            return self
+        old_head = self.net.head
+        config = UNetConfig.from_dict({**self.config.to_dict(), "n_classes": merged.n_classes})
+        net = UNet(config)
+        state = {k: v for k, v in self.net.state_dict().items() if not k.startswith("head.")}
+        net.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            k = old_head.out_channels
+            net.head.weight[:k] = old_head.weight.detach().cpu()
+            net.head.bias[:k] = old_head.bias.detach().cpu()
+        log.info("Extended the model from classes %s to %s.", self.class_map.ids, merged.ids)
+        return UNetModel(net, merged, self.normalization, self.device, self.info)
+
+    # -- prediction ---------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def predict_probabilities_batch(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Class probabilities ``(B, K, h, w)`` for a normalised batch ``(B, C, h, w)``."""
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        transforms = [(f, k) for f in (False, True) for k in range(4)] if tta else [(False, 0)]
+        total = None
+        with self._autocast():
+            for flip, k in transforms:
+                xt = x.flip(-1) if flip else x
+                xt = xt.rot90(k, (-2, -1)) if k else xt
+                p = self.net(xt).float().softmax(1)
+                p = p.rot90(-k, (-2, -1)) if k else p
+                p = p.flip(-1) if flip else p
+                total = p if total is None else total + p
+        return (total / len(transforms)).cpu().numpy()
+
+    def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
+                probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
+                cancel=None, out=None):
+        """Segment an image, a multichannel image or a stack, tile by tile.
+
+        Parameters
+        ----------
+        image : array-like
+            NumPy, dask, zarr or memory-mapped; 2D ``(H, W)``, with a channel axis, or a
+            stack ``(Z, H, W)`` (every axis before the last two spatial ones is a stack axis).
+        channel_axis : int, optional
+            Channel axis of ``image`` (``-1`` for RGB); None for grey.
+        tile : TileConfig, optional
+            Tile size, halo, blending, batch and test-time augmentation.
+        probabilities : bool
+            Also return class probabilities ``(*stack, K, H, W)`` float32.
+        progress : callable, optional
+            ``progress(done, total)`` in tiles.
+        cancel : threading.Event, optional
+            Stops between tile batches by raising `Cancelled`.
+        out : array-like, optional
+            Writable array of the labels' shape (e.g. a memory-mapped TIFF or zarr array)
+            that receives the labels; returned instead of a new array.
+
+        Returns
+        -------
+        labels : ndarray
+            The painted class ids, shape of the image less its channel axis, uint8
+            (uint16/uint32 for larger ids).
+        probs : ndarray, only with ``probabilities=True``
+        """
+        tile = tile or TileConfig()
+        view = ImageView(image, channel_axis)
+        if view.n_channels != self.config.in_channels:
+            raise InputError(
+                f"The model expects {self.config.in_channels} channel(s) but the image has {view.n_channels}; "
+                "use a model trained on images like this one, or set the channel axis correctly.")
+        offset, scale = self.normalization.stats(view)
+        labels = out if out is not None else np.zeros(view.shape, dtype=self.class_map.dtype)
+        if tuple(labels.shape) != tuple(view.shape):
+            raise InputError(f"The output array has shape {tuple(labels.shape)}, expected {view.shape}.")
+        probs = np.zeros((*view.stack_shape, self.class_map.n_classes, view.height, view.width), np.float32) \
+            if probabilities else None
+        multiple = self.config.size_multiple
+        per_slice = count_tiles(view.height, view.width, tile.tile_size, tile.halo, multiple)
+        total = per_slice * view.n_slices
+        band = max(1, _MAX_REGION_FLOATS // max(1, self.class_map.n_classes * view.width))
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            done_before = 0
+            for s in range(view.n_slices):
+                def read(ys, xs, s=s):
+                    return (view.read(s, ys, xs) - offset) / scale
+
+                stack_idx = np.unravel_index(s, view.stack_shape) if view.stack_shape else ()
+                for y0 in range(0, view.height, band):
+                    y1 = min(view.height, y0 + band)
+                    region_probs = predict_tiled(
+                        lambda b: self.predict_probabilities_batch(b, tile.tta), read,
+                        view.height, view.width, self.class_map.n_classes,
+                        tile_size=tile.tile_size, halo=tile.halo, blend=tile.blend,
+                        batch_size=tile.batch_size, multiple=multiple, region=(y0, y1, 0, view.width),
+                        progress=None if progress is None else
+                        (lambda d, base=done_before: progress(min(total, base + d), total)),
+                        cancel=cancel)
+                    labels[(*stack_idx, slice(y0, y1))] = self.class_map.to_ids(region_probs.argmax(0))
+                    if probs is not None:
+                        probs[(*stack_idx, slice(None), slice(y0, y1))] = region_probs
+                done_before += per_slice
+        finally:
+            self.net.train(was_training)
+        return (labels, probs) if probabilities else labels
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the model to one safetensors file (weights + JSON metadata), atomically."""
+        from .checkpoint import save_model
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path, device="auto") -> "UNetModel":
+        """Read a model file written by `save`; never executes code from the file."""
+        from .checkpoint import load_model
+        return load_model(path, device)

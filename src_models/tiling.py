@@ -1,0 +1,175 @@
+"""Overlap-tile prediction (Ronneberger et al. 2015, Fig. 2).
+
+The image is cut into tiles: a core plus a halo of context on every side. Outside the
+image the context is mirrored. Each tile's output counts over its core and, fading
+out, a ``blend`` band of its halo, so neighbouring tiles meet without seams. Tile
+starts are multiples of the network's pooling factor, so with a halo that covers the
+receptive field and ``blend=0`` the result equals one whole-image pass.
+Only one batch of tiles is in memory at a time besides the output region.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from .errors import Cancelled
+
+__all__ = ["tile_starts", "blend_weights", "tile_layout", "predict_tiled", "read_mirrored"]
+
+
+def tile_starts(length: int, core: int) -> list[int]:
+    """Start of each core so that cores of size ``core`` cover ``[0, length)``; the last is clamped.
+
+    ``length`` and ``core`` are expected to be multiples of the pooling factor, which the
+    starts then are too.
+    """
+    if length <= core:
+        return [0]
+    starts = list(range(0, length - core, core))
+    starts.append(length - core)
+    return starts
+
+
+def blend_weights(core: int, halo: int, blend: int) -> np.ndarray:
+    """1D weights over a tile (``core + 2 * halo`` long): 1 on the core, a linear ramp over
+    ``blend`` pixels of the halo on each side, 0 beyond."""
+    w = np.zeros(core + 2 * halo, dtype=np.float32)
+    w[halo:halo + core] = 1.0
+    for d in range(1, blend + 1):
+        value = 1.0 - d / (blend + 1)
+        w[halo - d] = value
+        w[halo + core + d - 1] = value
+    return w
+
+
+def tile_layout(height: int, width: int, tile_size: int, halo: int, multiple: int) -> tuple:
+    """Return ``(canvas_h, canvas_w, core_h, core_w, halo)`` for an image and a network.
+
+    The canvas is the image rounded up to ``multiple``; cores are multiples of ``multiple``;
+    the halo is rounded up so that every tile (core + 2 halo) is a multiple too.
+    """
+    half = max(1, multiple // 2)
+    halo = int(math.ceil(halo / half) * half)
+    canvas_h = int(math.ceil(height / multiple) * multiple)
+    canvas_w = int(math.ceil(width / multiple) * multiple)
+    core = max(multiple, (tile_size - 2 * halo) // multiple * multiple)
+    return canvas_h, canvas_w, min(core, canvas_h), min(core, canvas_w), halo
+
+
+def read_mirrored(read: Callable, height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Read window ``[y0, y1) x [x0, x1)`` of an image, mirroring it where the window leaves it.
+
+    ``read(ys, xs)`` returns ``(C, h, w)`` for in-bounds slices.
+    """
+    cy0, cy1 = max(0, y0), min(height, y1)
+    cx0, cx1 = max(0, x0), min(width, x1)
+    block = read(slice(cy0, cy1), slice(cx0, cx1))
+    pads = ((0, 0), (cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1))
+    if any(p for pair in pads for p in pair):
+        block = np.pad(block, pads, mode="reflect" if min(block.shape[1:]) > 1 else "edge")
+    return block
+
+
+def predict_tiled(
+    predict_batch: Callable[[np.ndarray], np.ndarray],
+    read: Callable,
+    height: int,
+    width: int,
+    n_out: int,
+    *,
+    tile_size: int = 256,
+    halo: int = 32,
+    blend: int = 16,
+    batch_size: int = 4,
+    multiple: int = 1,
+    region: tuple[int, int, int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    cancel=None,
+) -> np.ndarray:
+    """Predict an image tile by tile and blend the tiles.
+
+    Parameters
+    ----------
+    predict_batch : callable
+        ``(B, C, th, tw) float32 -> (B, n_out, th, tw) float32``; a point-wise function is
+        reproduced exactly.
+    read : callable
+        ``read(ys, xs) -> (C, h, w)`` float32 for in-bounds slices of the image.
+    height, width : int
+        Image size.
+    n_out : int
+        Output channels of ``predict_batch``.
+    tile_size, halo, blend, batch_size : int
+        See `TileConfig`. ``blend`` is capped at the (rounded) halo.
+    multiple : int
+        Pooling factor of the network (``2 ** depth``); tiles are aligned to it.
+    region : (y0, y1, x0, x1), optional
+        Part of the image to produce (whole image by default); context still comes from
+        the whole image.
+    progress : callable, optional
+        Called with the number of tiles finished after each batch.
+    cancel : threading.Event, optional
+        Checked before each batch; raises `Cancelled` when set.
+
+    Returns
+    -------
+    ndarray ``(n_out, y1 - y0, x1 - x0)`` float32
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"Cannot tile an empty image of size {height}x{width}.")
+    y0r, y1r, x0r, x1r = region if region is not None else (0, height, 0, width)
+    if not (0 <= y0r < y1r <= height and 0 <= x0r < x1r <= width):
+        raise ValueError(f"Region {region} lies outside the {height}x{width} image.")
+    canvas_h, canvas_w, core_h, core_w, halo = tile_layout(height, width, tile_size, halo, multiple)
+    blend = min(blend, halo)
+    wy = blend_weights(core_h, halo, blend)
+    wx = blend_weights(core_w, halo, blend)
+    weight2d = wy[:, None] * wx[None, :]
+    reach = blend  # how far a tile's output extends beyond its core
+
+    tiles = [
+        (sy, sx)
+        for sy in tile_starts(canvas_h, core_h)
+        if sy - reach < y1r and sy + core_h + reach > y0r
+        for sx in tile_starts(canvas_w, core_w)
+        if sx - reach < x1r and sx + core_w + reach > x0r
+    ]
+    out = np.zeros((n_out, y1r - y0r, x1r - x0r), dtype=np.float32)
+    norm = np.zeros((y1r - y0r, x1r - x0r), dtype=np.float32)
+    done = 0
+    for b in range(0, len(tiles), batch_size):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Prediction was cancelled.")
+        batch = tiles[b:b + batch_size]
+        inputs = np.stack([
+            read_mirrored(read, height, width, sy - halo, sy + core_h + halo, sx - halo, sx + core_w + halo)
+            for sy, sx in batch
+        ])
+        outputs = predict_batch(inputs)
+        for (sy, sx), result in zip(batch, outputs):
+            # tile pixel (i, j) sits at image pixel (sy - halo + i, sx - halo + j)
+            ty0, ty1 = max(y0r, sy - halo), min(y1r, sy + core_h + halo)
+            tx0, tx1 = max(x0r, sx - halo), min(x1r, sx + core_w + halo)
+            if ty0 >= ty1 or tx0 >= tx1:
+                continue
+            tile_ys = slice(ty0 - (sy - halo), ty1 - (sy - halo))
+            tile_xs = slice(tx0 - (sx - halo), tx1 - (sx - halo))
+            w = weight2d[tile_ys, tile_xs]
+            out[:, ty0 - y0r:ty1 - y0r, tx0 - x0r:tx1 - x0r] += result[:, tile_ys, tile_xs] * w
+            norm[ty0 - y0r:ty1 - y0r, tx0 - x0r:tx1 - x0r] += w
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    out /= np.maximum(norm, 1e-12)
+    return out
+
+
+def count_tiles(height: int, width: int, tile_size: int, halo: int, multiple: int) -> int:
+    """Number of tiles `predict_tiled` uses for a whole image."""
+    canvas_h, canvas_w, core_h, core_w, _ = tile_layout(height, width, tile_size, halo, multiple)
+    return len(tile_starts(canvas_h, core_h)) * len(tile_starts(canvas_w, core_w))
+
+
+__all__.append("count_tiles")

@@ -1,0 +1,285 @@
+"""The cancellable training loop: `Trainer.run` is a generator of `Progress` events.
+
+Order of a step (as nnU-Net's ``train_step``): zero_grad(set_to_none) -> forward under
+bf16 autocast on CUDA only -> loss -> backward -> clip -> optimizer step. The loop checks
+a `threading.Event` before every step, so a stop request ends it after the current step
+with the weights kept. Strokes added while it runs are taken up through `update_labels`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .augment import Augmenter
+from .classmap import ClassMap
+from .config import TrainConfig
+from .device import pick_device
+from .errors import InputError
+from .images import ImageView
+from .losses import SegmentationLoss, border_weight_map
+from .sampling import PatchSampler
+from .segmenter import UNetModel
+
+__all__ = ["Trainer", "Progress", "TrainResult", "fit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One training step done."""
+
+    step: int
+    loss: float
+    elapsed: float
+    eta: float | None
+    total_steps: int | None
+    time_budget: float | None
+    lr: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of the work done, 0..1, by steps or by time, whichever is further."""
+        parts = []
+        if self.total_steps:
+            parts.append(self.step / self.total_steps)
+        if self.time_budget:
+            parts.append(self.elapsed / self.time_budget)
+        return min(1.0, max(parts)) if parts else 0.0
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.run` returns: the model (weights kept also when stopped early)."""
+
+    model: UNetModel
+    steps: int
+    stopped: bool
+    elapsed: float
+    losses: list[float] = field(default_factory=list)
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class Trainer:
+    """Trains a `UNetModel` from images and the labels painted on them.
+
+    Parameters
+    ----------
+    images : array-like or list of array-like
+        2D, multichannel (with ``channel_axis``) or stacks; see `ImageView`.
+    labels : array-like or list of array-like
+        One per image, the image's shape less the channel axis; 0 = not painted
+        (unless ``config.dense``), other values are class ids.
+    config : TrainConfig
+    model : UNetModel, optional
+        Continue training (fine-tune) this model; new class ids extend its head.
+    channel_axis : int, optional
+        Channel axis of the images (``-1`` for RGB).
+    class_names : dict, optional
+        ``{id: name}`` stored in the model.
+
+    Raises
+    ------
+    InputError
+        No painted pixel, a single class, labels of another shape, channel counts that differ.
+    """
+
+    def __init__(self, images, labels, *, config: TrainConfig | None = None, model: UNetModel | None = None,
+                 channel_axis: int | None = None, class_names: dict | None = None):
+        self.config = config or TrainConfig()
+        images, labels = _as_list(images), _as_list(labels)
+        if len(images) != len(labels):
+            raise InputError(f"{len(images)} image(s) but {len(labels)} label image(s): give one labels file per image.")
+        if not images:
+            raise InputError("No image given to train on.")
+        self.views = [ImageView(img, channel_axis) for img in images]
+        for n, (view, lab) in enumerate(zip(self.views, labels), start=1):
+            if tuple(np.shape(lab)) != tuple(view.shape):
+                raise InputError(
+                    f"Labels {n} have shape {tuple(np.shape(lab))} but image {n} has {view.shape} (without channels); "
+                    "paint the labels on this image, or check that images and labels are paired in order.")
+        channels = {v.n_channels for v in self.views}
+        if len(channels) > 1:
+            raise InputError(f"The images have different channel counts {sorted(channels)}; train on images of one kind.")
+        self.labels = [np.asarray(lab) for lab in labels]
+        self._check_integer(self.labels)
+        class_map = ClassMap.from_labels(self.labels, dense=self.config.dense, names=class_names)
+        if class_map.n_classes == 0:
+            raise InputError("No painted pixels: paint at least one stroke for each of two classes "
+                             "(label 0 means 'not painted').")
+        if class_map.n_classes == 1:
+            raise InputError(f"Only one class is painted (id {class_map.ids[0]}): paint at least two classes, "
+                             "for example background and foreground.")
+        self.device = pick_device(self.config.device)
+        in_channels = channels.pop()
+        if model is None:
+            model = UNetModel.new(in_channels, class_map, self.config.preset, self.device, seed=self.config.seed)
+        else:
+            if model.config.in_channels != in_channels:
+                raise InputError(f"The model expects {model.config.in_channels} channel(s) but the images have "
+                                 f"{in_channels}; start a new model for these images.")
+            model = model.with_classes(class_map).to(self.device)
+        self.model = model
+        self.model.info.setdefault("steps", 0)
+        self.class_map = model.class_map
+        cfg = self.config
+        self._patch = int(math.ceil(cfg.patch_size / model.config.size_multiple) * model.config.size_multiple)
+        seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        self._rng = np.random.default_rng(seed)
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._stats = [self.model.normalization.stats(v) for v in self.views]
+        self.sampler = PatchSampler(self.class_map.n_classes, self._patch, self.device, self._rng)
+        for i in range(len(self.views)):
+            self._load_slices(i, self.labels[i], previous=None)
+        self._pending: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._optimizer = None
+        self._augmenter = Augmenter(elastic=cfg.elastic, intensity=True)
+        self._loss = SegmentationLoss(cfg.dice_weight)
+
+    @staticmethod
+    def _check_integer(labels):
+        for lab in labels:
+            if not np.issubdtype(lab.dtype, np.integer) and not np.issubdtype(lab.dtype, np.bool_):
+                if not np.all(np.mod(lab, 1) == 0):
+                    raise InputError("Labels must hold whole numbers (class ids); this file holds fractions. "
+                                     "Is it an image rather than a labels file?")
+
+    # -- data ---------------------------------------------------------------------------------
+    def _load_slices(self, i: int, labels: np.ndarray, previous: np.ndarray | None) -> None:
+        view, (offset, scale) = self.views[i], self._stats[i]
+        flat = labels.reshape(-1, view.height, view.width)
+        old = None if previous is None else previous.reshape(-1, view.height, view.width)
+        for s in range(view.n_slices):
+            if old is not None and np.array_equal(flat[s], old[s]):
+                continue
+            target = self.class_map.to_index(flat[s])
+            if not (target >= 0).any():
+                self.sampler.remove_slice((i, s))
+                continue
+            image = (view.read(s) - offset) / scale
+            weight = self._border_weights(flat[s]) if self.config.border_weight else None
+            self.sampler.set_slice((i, s), image, target, weight)
+
+    def _border_weights(self, labels_2d: np.ndarray) -> np.ndarray:
+        """Border weights around the objects of the last class (the foreground)."""
+        objects, _ = ndimage.label(labels_2d == self.class_map.ids[-1])
+        return border_weight_map(objects, self.config.border_w0, self.config.border_sigma)
+
+    def update_labels(self, i: int, labels) -> None:
+        """Replace the labels of image ``i``; the running loop uses them from its next step.
+
+        Thread-safe. Ids the model does not know yet are ignored until the next `Trainer`.
+        """
+        labels = np.array(labels, copy=True)
+        if labels.shape != tuple(self.views[i].shape):
+            raise InputError(f"New labels have shape {labels.shape}, expected {self.views[i].shape}.")
+        with self._lock:
+            self._pending[i] = labels
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for i, labels in pending.items():
+            self._load_slices(i, labels, previous=self.labels[i])
+            self.labels[i] = labels
+
+    # -- loop -----------------------------------------------------------------------------------
+    def _lr(self, step: int, elapsed: float) -> float:
+        cfg = self.config
+        frac = 0.0
+        if cfg.steps:
+            frac = max(frac, step / cfg.steps)
+        if cfg.time_budget:
+            frac = max(frac, elapsed / cfg.time_budget)
+        warmup = min(1.0, (step + 1) / 10)
+        return cfg.lr * warmup * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    def run(self, cancel: threading.Event | None = None):
+        """Train; yields a `Progress` after every step and returns a `TrainResult`.
+
+        Stops when ``config.steps`` or ``config.time_budget`` is reached, or at the first
+        step boundary after ``cancel`` is set (``stopped=True``, weights kept).
+        """
+        cfg = self.config
+        net = self.model.net
+        device = self.device
+        channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = self._optimizer
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else contextlib.nullcontext())
+        net.train()
+        losses: list[float] = []
+        stopped = False
+        step = 0
+        start = time.perf_counter()
+        try:
+            while True:
+                elapsed = time.perf_counter() - start
+                if cancel is not None and cancel.is_set():
+                    stopped = True
+                    break
+                if (cfg.steps is not None and step >= cfg.steps) or \
+                        (cfg.time_budget is not None and elapsed >= cfg.time_budget):
+                    break
+                self._apply_pending()
+                lr = self._lr(step, elapsed)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, y, w = self.sampler.draw(cfg.batch_size)
+                if cfg.augment:
+                    x, y, w = self._augmenter(x, y, w, generator=self._generator)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                opt.zero_grad(set_to_none=True)
+                with autocast:
+                    logits = net(x)
+                loss = self._loss(logits.float(), y, w)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                elapsed = time.perf_counter() - start
+                yield Progress(step, losses[-1], elapsed, self._eta(step, elapsed), cfg.steps, cfg.time_budget, lr)
+        finally:
+            net.eval()
+            self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
+            self.model.info["train_config"] = cfg.to_dict()
+        return TrainResult(self.model, step, stopped, time.perf_counter() - start, losses)
+
+    def _eta(self, step: int, elapsed: float) -> float | None:
+        cfg = self.config
+        left = []
+        if cfg.steps:
+            left.append((cfg.steps - step) * elapsed / step)
+        if cfg.time_budget:
+            left.append(cfg.time_budget - elapsed)
+        return max(0.0, min(left)) if left else None
+
+
+def fit(images, labels, **kwargs) -> TrainResult:
+    """Train to the end (no progress events); see `Trainer` for the arguments."""
+    cancel = kwargs.pop("cancel", None)
+    gen = Trainer(images, labels, **kwargs).run(cancel)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value

@@ -1,0 +1,119 @@
+"""The ``napari-unet`` command line on real files (an ISBI 2012 slice where present)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io
+
+from napari_unet.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+needs_isbi = pytest.mark.skipif(not DATA.is_dir(), reason="ISBI 2012 data not found at ../shared/data/isbi2012")
+
+
+def _painted_isbi(tmp_path, seed=0):
+    truth = np.where(io.imread(DATA / "labels" / "slice_00.png") == 0, 1, 2).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    painted = np.where(rng.random(truth.shape) < 0.02, truth, 0).astype(np.uint8)
+    path = tmp_path / "slice_00_labels.tif"
+    tifffile.imwrite(path, painted)
+    return path
+
+
+@needs_isbi
+def test_cli_train_then_predict_on_an_isbi_slice(tmp_path, capsys):
+    labels = _painted_isbi(tmp_path)
+    model = tmp_path / "isbi.safetensors"
+    rc = main(["train", "--images", str(DATA / "images" / "slice_00.png"), "--labels", str(labels),
+               "--out", str(model), "--steps", "3", "--device", "cpu", "--quiet", "--batch-size", "2"])
+    assert rc == 0 and model.is_file()
+    assert "model written to" in capsys.readouterr().out
+    out_dir = tmp_path / "masks"  # created on demand
+    rc = main(["predict", "--model", str(model), "--images", str(DATA / "unlabelled" / "test_00.png"),
+               str(DATA / "images" / "slice_05.png"), "--out-dir", str(out_dir), "--device", "cpu", "--quiet"])
+    assert rc == 0
+    for stem in ("test_00", "slice_05"):
+        mask = tifffile.imread(out_dir / f"{stem}_mask.tif")
+        assert mask.shape == (512, 512) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {1, 2}
+    # never overwrites without --overwrite
+    before = (out_dir / "test_00_mask.tif").stat().st_mtime_ns
+    rc = main(["predict", "--model", str(model), "--images", str(DATA / "unlabelled" / "test_00.png"),
+               "--out-dir", str(out_dir), "--quiet"])
+    assert rc == 2 and "already exists" in capsys.readouterr().err
+    assert (out_dir / "test_00_mask.tif").stat().st_mtime_ns == before
+
+
+def _write(path, array):
+    tifffile.imwrite(path, array)
+    return str(path)
+
+
+@pytest.fixture
+def small_files(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[5:10, 5:20] = 1
+    labels[30:35, 20:40] = 2
+    return {
+        "image": _write(tmp_path / "img.tif", image),
+        "labels": _write(tmp_path / "lab.tif", labels),
+        "empty": _write(tmp_path / "empty.tif", np.zeros((48, 48), np.uint8)),
+        "one": _write(tmp_path / "one.tif", (labels > 0).astype(np.uint8)),
+        "wrong": _write(tmp_path / "wrong.tif", np.ones((20, 20), np.uint8)),
+        "rgb": _write(tmp_path / "rgb.tif", np.zeros((48, 48, 3), np.uint8)),
+        "tmp": tmp_path,
+    }
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "File not found"),
+    ("unreadable", "Cannot read"),
+    ("shape", "do not fit an image"),
+    ("empty", "No painted pixels"),
+    ("one", "Only one class"),
+])
+def test_cli_train_bad_input_is_one_sentence(small_files, capsys, case, message):
+    f = small_files
+    images, labels = f["image"], f["labels"]
+    if case == "missing":
+        images = str(f["tmp"] / "nope.tif")
+    elif case == "unreadable":
+        (f["tmp"] / "bad.png").write_bytes(b"this is not a png")
+        images = str(f["tmp"] / "bad.png")
+    elif case == "shape":
+        labels = f["wrong"]
+    else:
+        labels = f[case]
+    rc = main(["train", "--images", images, "--labels", labels, "--out", str(f["tmp"] / "m.safetensors"),
+               "--steps", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (f["tmp"] / "m.safetensors").exists()
+
+
+def test_cli_predict_bad_model_and_channel_mismatch(small_files, capsys):
+    f = small_files
+    rc = main(["predict", "--model", f["image"], "--images", f["image"], "--out-dir", str(f["tmp"] / "o")])
+    assert rc == 2 and "not a napari-unet model" in capsys.readouterr().err
+    model = str(f["tmp"] / "m.safetensors")
+    assert main(["train", "--images", f["image"], "--labels", f["labels"], "--out", model, "--steps", "1",
+                 "--quiet", "--device", "cpu", "--batch-size", "1", "--patch-size", "32"]) == 0
+    capsys.readouterr()
+    rc = main(["predict", "--model", model, "--images", f["rgb"], "--out-dir", str(f["tmp"] / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "looks like RGB" in err
+    assert not (f["tmp"] / "o" / "rgb_mask.tif").exists()
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "napari_unet.cli", "predict", "--model",
+                          str(tmp_path / "none.safetensors"), "--images", "x.tif", "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Model file not found" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,163 @@
+"""The network, losses, augmentation and model files (real torch on the CPU)."""
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from src_models import ClassMap, ModelFileError, UNet, UNetConfig, UNetModel
+from src_models.augment import Augmenter
+from src_models.losses import balanced_cross_entropy, border_weight_map, soft_dice_loss
+
+
+@pytest.mark.parametrize("depth,up,norm", [(1, "transpose", "batch"), (3, "bilinear", "group"), (2, "transpose", "none")])
+@pytest.mark.parametrize("size", [(32, 32), (37, 45)])
+def test_unet_forward_backward_any_size(depth, up, norm, size):
+    net = UNet(UNetConfig(in_channels=3, n_classes=4, depth=depth, base_width=4, up=up, norm=norm))
+    x = torch.randn(2, 3, *size, requires_grad=True)
+    y = net(x)
+    assert y.shape == (2, 4, *size)
+    y.mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_receptive_radius_bounds_the_real_one():
+    net = UNet(UNetConfig(1, 2, depth=2, base_width=4)).eval()
+    x = torch.randn(1, 1, 96, 96, requires_grad=True)
+    net(x)[0, :, 48, 48].sum().backward()
+    ys, xs = torch.nonzero(x.grad[0, 0] != 0, as_tuple=True)
+    reach = max(48 - ys.min().item(), ys.max().item() - 48, 48 - xs.min().item(), xs.max().item() - 48)
+    assert 0 < reach <= net.receptive_radius()
+
+
+def test_config_rejects_bad_values_with_a_sentence():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        UNetConfig(in_channels=1, n_classes=1)
+    with pytest.raises(ValueError, match="norm"):
+        UNetConfig(1, 2, norm="layer")
+
+
+def test_unpainted_pixels_have_no_effect_on_the_gradient():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(1, 2, depth=2, base_width=4, norm="none"))
+    x = torch.randn(1, 1, 32, 32)
+    target = torch.full((1, 32, 32), -1)
+    target[0, 5:10, 5:10] = 0
+    target[0, 20:25, 20:25] = 1
+
+    def grads(logits_hook):
+        net.zero_grad()
+        logits = net(x)
+        logits = logits_hook(logits)
+        balanced_cross_entropy(logits, target).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    base = grads(lambda z: z)
+    # change the logits only where nothing is painted: gradients must not move
+    noise = torch.randn(1, 2, 32, 32) * 5 * (target < 0).unsqueeze(1)
+    changed = grads(lambda z: z + noise)
+    for a, b in zip(base, changed):
+        assert torch.allclose(a, b, atol=1e-6)
+    # and the logits' gradient is exactly zero on unpainted pixels
+    logits = net(x).detach().requires_grad_(True)
+    balanced_cross_entropy(logits, target).backward()
+    assert torch.all(logits.grad[:, :, target[0] < 0] == 0)
+    assert torch.any(logits.grad[:, :, target[0] >= 0] != 0)
+
+
+def test_cross_entropy_balances_classes_by_painted_counts():
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[0, 0] = 2.0  # predicts class 0 everywhere
+    target = torch.full((1, 4, 4), -1)
+    target[0, 0, :] = 0
+    target[0, 1, 0] = 1  # 4 pixels of class 0, 1 of class 1
+    loss = balanced_cross_entropy(logits, target)
+    ce0 = torch.nn.functional.cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+    ce1 = torch.nn.functional.cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([1]))
+    assert torch.isclose(loss, (ce0 + ce1) / 2, atol=1e-5)  # each class counts half
+
+
+def test_soft_dice_is_zero_for_a_perfect_prediction():
+    target = torch.tensor([[[0, 1], [1, -1]]])
+    logits = torch.nn.functional.one_hot(target.clamp(min=0), 2).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(logits, target) < 1e-3
+    assert soft_dice_loss(-logits, target) > 0.5
+
+
+def test_border_weights_peak_between_touching_objects():
+    objects = np.zeros((40, 60), int)
+    objects[10:30, 5:28] = 1
+    objects[10:30, 30:55] = 2  # a 2-pixel gap at columns 28-29
+    w = border_weight_map(objects, w0=10, sigma=5)
+    assert w[20, 28] > 8  # in the gap: close to 1 + w0
+    assert w[20, 10] == 1  # inside an object
+    assert w[2, 28] < w[20, 28]  # far from the gap, outside
+
+
+def test_augmentation_keeps_shapes_labels_and_unpainted():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 2, 32, 32)
+    target = torch.full((3, 32, 32), -1)
+    target[:, 8:24, 8:24] = 1
+    target[:, 12:20, 12:20] = 0
+    out_i, out_t, _ = Augmenter()(image, target, None, generator=g)
+    assert out_i.shape == image.shape and out_t.shape == target.shape
+    assert set(out_t.unique().tolist()) <= {-1, 0, 1}
+    assert (out_t == -1).any() and (out_t == 0).any()
+
+
+def test_model_file_round_trip(tmp_path):
+    model = UNetModel.new(1, ClassMap((1, 5), ("background", "nucleus")), preset="small", device="cpu", seed=1)
+    model.info["note"] = "hello"
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    loaded = UNetModel.load(path, device="cpu")
+    assert loaded.class_map == model.class_map
+    assert loaded.config == model.config
+    assert loaded.info["note"] == "hello"
+    image = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+    assert np.array_equal(model.predict(image), loaded.predict(image))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, ("/tmp/napari_unet_payload_ran", "w"))
+
+
+def test_pickle_with_payload_is_refused_without_running_it(tmp_path):
+    marker = "/tmp/napari_unet_payload_ran"
+    import os
+    if os.path.exists(marker):
+        os.remove(marker)
+    evil = tmp_path / "model.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": _Payload()}))
+    torch.save({"x": _Payload()}, tmp_path / "model.pt")
+    for path in (evil, tmp_path / "model.pt"):
+        with pytest.raises(ModelFileError, match="not a napari-unet model"):
+            UNetModel.load(path)
+    assert not os.path.exists(marker)
+
+
+def test_missing_and_truncated_model_files_get_clear_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        UNetModel.load(tmp_path / "nope.safetensors")
+    model = UNetModel.new(1, ClassMap((1, 2)), preset="small", device="cpu")
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError):
+        UNetModel.load(tmp_path / "cut.safetensors")
+
+
+def test_engine_imports_no_gui_package():
+    code = ("import sys, src_models, src_models.training, src_models.tiling, src_models.checkpoint, "
+            "src_models.metrics, src_models.strokes\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PySide2', "
+            "'PySide6', 'magicgui', 'superqt')]\n"
+            "assert not bad, bad\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -1,0 +1,140 @@
+"""Training from painted labels: class ids, budgets, cancel, live strokes, bad input."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from src_models import InputError, TrainConfig, Trainer, UNetModel, fit
+from src_models.classmap import ClassMap
+
+TINY = dict(batch_size=2, patch_size=32, device="cpu", seed=0)
+
+
+def _blobs(size=64, seed=0):
+    """A bright disc on a dark noisy background, with its true mask (1 = dark, 2 = disc)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2
+    image = (disc * 150 + 40 + rng.normal(0, 10, (size, size))).clip(0, 255).astype(np.uint8)
+    return image, np.where(disc, 2, 1).astype(np.uint8)
+
+
+def _strokes(truth, ids=(1, 2)):
+    painted = np.zeros_like(truth)
+    c = truth.shape[0] // 2
+    painted[c, c - 4:c + 4] = truth[c, c - 4:c + 4]  # inside the disc
+    painted[2:4, 2:20] = truth[2:4, 2:20]  # background corner
+    return painted
+
+
+def test_class_ids_round_trip_non_contiguous():
+    image, truth = _blobs()
+    truth5 = np.where(truth == 2, 5, 1).astype(np.uint8)
+    result = fit(image, _strokes(truth5), config=TrainConfig(steps=3, time_budget=None, **TINY))
+    assert result.model.class_map.ids == (1, 5)
+    pred = result.model.predict(image)
+    assert set(np.unique(pred)) <= {1, 5}
+    assert pred.shape == image.shape
+
+
+def test_learns_a_simple_image_from_strokes():
+    image, truth = _blobs()
+    result = fit(image, _strokes(truth), config=TrainConfig(steps=60, time_budget=None, **TINY))
+    pred = result.model.predict(image)
+    assert (pred == truth).mean() > 0.85
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_dense_mode_treats_zero_as_background():
+    image, truth = _blobs()
+    dense = np.where(truth == 2, 3, 0).astype(np.uint8)
+    result = fit(image, dense, config=TrainConfig(steps=2, time_budget=None, dense=True, **TINY))
+    assert result.model.class_map.ids == (0, 3)
+    assert set(np.unique(result.model.predict(image))) <= {0, 3}
+
+
+def test_stack_and_rgb_train_and_predict():
+    image, truth = _blobs()
+    stack = np.stack([image, image[::-1], image.T])
+    labels = np.zeros_like(np.stack([truth] * 3))
+    labels[1] = _strokes(truth[::-1])  # only the middle slice is painted
+    res = fit(stack, labels, config=TrainConfig(steps=2, time_budget=None, **TINY))
+    assert res.model.predict(stack).shape == stack.shape
+    rgb = np.stack([image, 255 - image, image // 2], axis=-1)
+    res = fit(rgb, _strokes(truth), channel_axis=-1, config=TrainConfig(steps=2, time_budget=None, **TINY))
+    assert res.model.config.in_channels == 3
+    assert res.model.predict(rgb, channel_axis=-1).shape == truth.shape
+
+
+def test_time_budget_is_respected():
+    image, truth = _blobs()
+    trainer = Trainer(image, _strokes(truth), config=TrainConfig(time_budget=1.5, **TINY))
+    start = time.perf_counter()
+    events = list(trainer.run())
+    took = time.perf_counter() - start
+    assert events and 1.5 <= events[-1].elapsed + 1.0
+    assert took < 1.5 + 2.0  # at most one step past the budget
+    assert events[-1].fraction > 0.5
+
+
+def test_cancel_stops_within_a_step_and_keeps_weights():
+    image, truth = _blobs()
+    trainer = Trainer(image, _strokes(truth), config=TrainConfig(time_budget=60, **TINY))
+    cancel = threading.Event()
+    gen = trainer.run(cancel)
+    for _ in range(3):
+        next(gen)
+    before = {k: v.clone() for k, v in trainer.model.net.state_dict().items()}
+    cancel.set()
+    with pytest.raises(StopIteration) as done:
+        next(gen)
+    result = done.value.value
+    assert result.stopped and result.steps == 3
+    after = result.model.net.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)  # no step after the request
+    assert set(np.unique(result.model.predict(image))) <= {1, 2}
+
+
+def test_strokes_added_while_training_are_used():
+    image, truth = _blobs()
+    only_bg = np.zeros_like(truth)
+    only_bg[2:4, 2:20] = 1
+    only_bg[40, 40] = 2  # one pixel of the second class to start
+    trainer = Trainer(image, only_bg, config=TrainConfig(steps=4, time_budget=None, **TINY))
+    gen = trainer.run()
+    next(gen)
+    trainer.update_labels(0, _strokes(truth))
+    list(gen)
+    assert np.array_equal(trainer.labels[0], _strokes(truth))
+    assert trainer.sampler._coords[1].shape[0] == (_strokes(truth) == 2).sum()
+
+
+def test_fine_tuning_from_a_model_with_a_new_class(tmp_path):
+    image, truth = _blobs()
+    first = fit(image, _strokes(truth), config=TrainConfig(steps=2, time_budget=None, **TINY)).model
+    first.save(tmp_path / "m.safetensors")
+    labels = _strokes(truth)
+    labels[60:62, 40:60] = 9
+    again = fit(image, labels, model=UNetModel.load(tmp_path / "m.safetensors", "cpu"),
+                config=TrainConfig(steps=2, time_budget=None, **TINY)).model
+    assert again.class_map.ids == (1, 2, 9)
+    assert again.info["steps"] == 4
+
+
+@pytest.mark.parametrize("labels,message", [
+    (np.zeros((64, 64), np.uint8), "No painted pixels"),
+    (np.pad(np.ones((4, 4), np.uint8), 30), "Only one class"),
+    (np.zeros((10, 10), np.uint8), "have shape"),
+])
+def test_bad_labels_give_a_sentence(labels, message):
+    image, _ = _blobs()
+    with pytest.raises(InputError, match=message):
+        Trainer(image, labels, config=TrainConfig(**TINY))
+
+
+def test_model_with_other_channel_count_is_refused():
+    image, truth = _blobs()
+    model = UNetModel.new(3, ClassMap((1, 2)), preset="small", device="cpu")
+    with pytest.raises(InputError, match="expects 3 channel"):
+        Trainer(image, _strokes(truth), model=model, config=TrainConfig(**TINY))
