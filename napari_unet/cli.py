@@ -3,9 +3,10 @@
     napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N]
                       [--device auto|cpu|cuda|mps] [--from MODEL] [--dense] [--preset small|large|auto]
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--device ...] [--tta] [--overwrite]
+    napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
 
 Every user mistake ends with one sentence on stderr and exit status 2, never a traceback.
-This module calls the engine (``src_models``) and imports neither napari nor Qt.
+This module calls the engine (``src_models``); only ``view`` imports napari, and only when run.
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
     predict.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
+
+    view = sub.add_parser("view", help="open napari with the U-Net panel and an image (the sample by default)")
+    view.add_argument("images", nargs="*", metavar="IMG", help="images to open (default: the sample image)")
 
     for p in (train, predict):
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -168,6 +172,20 @@ def _predict(args) -> int:
     return 0
 
 
+def _view(args) -> int:
+    import napari
+
+    viewer = napari.Viewer()
+    if args.images:
+        for path in args.images:
+            viewer.open(path, plugin=None)
+    else:
+        viewer.open_sample("napari-unet", "nuclei")
+    viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    napari.run()
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of ``napari-unet``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -175,7 +193,7 @@ def main(argv=None) -> int:
     from src_models import Cancelled, InputError, ModelFileError
 
     try:
-        return _train(args) if args.command == "train" else _predict(args)
+        return {"train": _train, "predict": _predict, "view": _view}[args.command](args)
     except (InputError, ModelFileError) as exc:
         print(f"napari-unet: error: {exc}", file=sys.stderr)
         return 2

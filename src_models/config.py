@@ -96,6 +96,12 @@ class TrainConfig(_Record):
     Training ends after ``steps`` steps or ``time_budget`` seconds, whichever comes first
     (at least one of them must be set). ``dense=True`` treats label 0 as a class
     (background) instead of "not painted".
+
+    Learning from few strokes: ``smoothness_weight`` adds `pairwise_smoothness_loss`
+    (neighbours of similar intensity share a class); ``pseudo_labels`` re-labels confident
+    unpainted pixels of the training images half-way and three quarters through training
+    (weight ``pseudo_weight``, confidence above ``pseudo_threshold``); the user's strokes
+    are never changed. ``channels_last=None`` means on for CUDA and CPU.
     """
 
     steps: int | None = None
@@ -116,6 +122,11 @@ class TrainConfig(_Record):
     device: str = "auto"
     channels_last: bool | None = None
     grad_clip: float = 1.0
+    smoothness_weight: float = 0.0
+    smoothness_sigma: float = 0.15
+    pseudo_labels: bool = False
+    pseudo_threshold: float = 0.9
+    pseudo_weight: float = 0.5
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:

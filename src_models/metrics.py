@@ -23,15 +23,15 @@ from scipy.optimize import linear_sum_assignment
 from skimage.metrics import adapted_rand_error
 
 __all__ = [
+    "adapted_rand_error_interior",
+    "average_precision",
     "class_f1",
     "class_iou",
-    "pixel_error",
+    "instance_iou_matrix",
     "interior_components",
-    "adapted_rand_error_interior",
     "intersection_union",
     "mean_iou",
-    "instance_iou_matrix",
-    "average_precision",
+    "pixel_error",
 ]
 
 

@@ -39,14 +39,17 @@ class PatchSampler:
         self._coords: list[np.ndarray] = []  # per class: (N, 3) rows of (slice number, y, x)
         self._keys: list = []
 
-    def set_slice(self, key, image: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None) -> None:
+    def set_slice(self, key, image: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
+                  centres: np.ndarray | None = None) -> None:
         """Add or replace one painted slice.
 
         ``image (C, H, W)`` float32 normalised, ``target (H, W)`` int64 with -1 = not painted,
-        ``weight (H, W)`` optional per-pixel loss factor. A slice without paint is dropped.
+        ``weight (H, W)`` optional per-pixel loss factor, ``centres (H, W)`` bool: where patches
+        may be centred (default: every labelled pixel). A slice without paint is dropped.
         """
         pad = self.patch_size
-        if not (target >= 0).any():
+        centres = target >= 0 if centres is None else centres
+        if not centres.any():
             self.remove_slice(key)
             return
         img = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
@@ -56,7 +59,7 @@ class PatchSampler:
             "target": torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.int64)).to(self.device),
             "weight": None if weight is None else torch.from_numpy(
                 np.pad(weight.astype(np.float32), pad, mode="edge")).to(self.device),
-            "index": target,
+            "index": np.where(centres, target, -1),
         }
         with self._lock:
             self._slices[key] = entry

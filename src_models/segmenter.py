@@ -52,7 +52,8 @@ class UNetModel:
             raise ValueError(
                 f"The network has {net.config.n_classes} outputs but the class map {class_map.n_classes} classes.")
         self.device = pick_device(device)
-        self.net = net.to(self.device)
+        self.net = net
+        self.to(self.device)
         self.class_map = class_map
         self.normalization = normalization or Normalization()
         self.info = dict(info or {})
@@ -82,7 +83,14 @@ class UNetModel:
         """Move to ``device`` (in place) and return self."""
         self.device = pick_device(device)
         self.net.to(self.device)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         return self
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network runs in channels-last layout (faster on CUDA and on the CPU)."""
+        return self.device.type in ("cuda", "cpu")
 
     def with_classes(self, class_map: ClassMap) -> "UNetModel":
         """This model extended to the classes of ``class_map`` (fine-tuning with new classes).
@@ -115,7 +123,7 @@ class UNetModel:
     def predict_probabilities_batch(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
         """Class probabilities ``(B, K, h, w)`` for a normalised batch ``(B, C, h, w)``."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         transforms = [(f, k) for f in (False, True) for k in range(4)] if tta else [(False, 0)]
         total = None
@@ -129,9 +137,22 @@ class UNetModel:
                 total = p if total is None else total + p
         return (total / len(transforms)).cpu().numpy()
 
+    def probabilities(self, read: Callable, height: int, width: int, tile: TileConfig | None = None,
+                      region=None, progress=None, cancel=None) -> np.ndarray:
+        """Class probabilities ``(K, h, w)`` of one normalised 2D image given as a reader.
+
+        ``read(ys, xs) -> (C, h, w)`` float32, already normalised; see `predict_tiled`.
+        """
+        tile = tile or TileConfig()
+        return predict_tiled(
+            lambda b: self.predict_probabilities_batch(b, tile.tta), read, height, width,
+            self.class_map.n_classes, tile_size=tile.tile_size, halo=tile.halo, blend=tile.blend,
+            batch_size=tile.batch_size, multiple=self.config.size_multiple, region=region,
+            progress=progress, cancel=cancel)
+
     def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
                 probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
-                cancel=None, out=None):
+                cancel=None, out=None, region: tuple[int, int, int, int] | None = None):
         """Segment an image, a multichannel image or a stack, tile by tile.
 
         Parameters
@@ -152,6 +173,10 @@ class UNetModel:
         out : array-like, optional
             Writable array of the labels' shape (e.g. a memory-mapped TIFF or zarr array)
             that receives the labels; returned instead of a new array.
+        region : (y0, y1, x0, x1), optional
+            Predict only this window of every slice (e.g. the field of view of a live
+            preview), with the whole image's normalisation and real context around it;
+            the result then has the window's spatial size.
 
         Returns
         -------
@@ -167,15 +192,21 @@ class UNetModel:
                 f"The model expects {self.config.in_channels} channel(s) but the image has {view.n_channels}; "
                 "use a model trained on images like this one, or set the channel axis correctly.")
         offset, scale = self.normalization.stats(view)
-        labels = out if out is not None else np.zeros(view.shape, dtype=self.class_map.dtype)
-        if tuple(labels.shape) != tuple(view.shape):
-            raise InputError(f"The output array has shape {tuple(labels.shape)}, expected {view.shape}.")
-        probs = np.zeros((*view.stack_shape, self.class_map.n_classes, view.height, view.width), np.float32) \
+        ry0, ry1, rx0, rx1 = region if region is not None else (0, view.height, 0, view.width)
+        if not (0 <= ry0 < ry1 <= view.height and 0 <= rx0 < rx1 <= view.width):
+            raise InputError(f"Region {region} lies outside the {view.height}x{view.width} image.")
+        out_shape = (*view.stack_shape, ry1 - ry0, rx1 - rx0)
+        labels = out if out is not None else np.zeros(out_shape, dtype=self.class_map.dtype)
+        if tuple(labels.shape) != out_shape:
+            raise InputError(f"The output array has shape {tuple(labels.shape)}, expected {out_shape}.")
+        probs = np.zeros((*view.stack_shape, self.class_map.n_classes, *out_shape[-2:]), np.float32) \
             if probabilities else None
         multiple = self.config.size_multiple
-        per_slice = count_tiles(view.height, view.width, tile.tile_size, tile.halo, multiple)
-        total = per_slice * view.n_slices
-        band = max(1, _MAX_REGION_FLOATS // max(1, self.class_map.n_classes * view.width))
+        band = max(1, _MAX_REGION_FLOATS // max(1, self.class_map.n_classes * (rx1 - rx0)))
+        bands = [(y0, min(ry1, y0 + band)) for y0 in range(ry0, ry1, band)]
+        per_band = [count_tiles(view.height, view.width, tile.tile_size, tile.halo, tile.blend, multiple,
+                                (y0, y1, rx0, rx1)) for y0, y1 in bands]
+        total = sum(per_band) * view.n_slices
         was_training = self.net.training
         self.net.eval()
         try:
@@ -185,20 +216,17 @@ class UNetModel:
                     return (view.read(s, ys, xs) - offset) / scale
 
                 stack_idx = np.unravel_index(s, view.stack_shape) if view.stack_shape else ()
-                for y0 in range(0, view.height, band):
-                    y1 = min(view.height, y0 + band)
-                    region_probs = predict_tiled(
-                        lambda b: self.predict_probabilities_batch(b, tile.tta), read,
-                        view.height, view.width, self.class_map.n_classes,
-                        tile_size=tile.tile_size, halo=tile.halo, blend=tile.blend,
-                        batch_size=tile.batch_size, multiple=multiple, region=(y0, y1, 0, view.width),
+                for (y0, y1), n_tiles in zip(bands, per_band):
+                    region_probs = self.probabilities(
+                        read, view.height, view.width, tile, region=(y0, y1, rx0, rx1),
                         progress=None if progress is None else
-                        (lambda d, base=done_before: progress(min(total, base + d), total)),
+                        (lambda d, base=done_before: progress(base + d, total)),
                         cancel=cancel)
-                    labels[(*stack_idx, slice(y0, y1))] = self.class_map.to_ids(region_probs.argmax(0))
+                    done_before += n_tiles
+                    rows = slice(y0 - ry0, y1 - ry0)
+                    labels[(*stack_idx, rows)] = self.class_map.to_ids(region_probs.argmax(0))
                     if probs is not None:
-                        probs[(*stack_idx, slice(None), slice(y0, y1))] = region_probs
-                done_before += per_slice
+                        probs[(*stack_idx, slice(None), rows)] = region_probs
         finally:
             self.net.train(was_training)
         return (labels, probs) if probabilities else labels

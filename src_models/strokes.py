@@ -6,7 +6,8 @@ Benchmarks and tests need the labels a person would paint in napari, not the den
 * **thin** classes (membranes, poles, ...) are painted with short strokes *traced along* the
   structure: a walk along the skeleton of the class region, for a random length, with a small brush;
 * **blob** classes (cell interiors, nuclei, sky, road, ...) are painted with short straight
-  strokes *inside* the regions, kept away from their borders, as a person dabs inside a cell.
+  strokes *inside* the regions, kept away from their borders (narrow regions are dabbed in their
+  middle), spread over many regions, as a person dabs inside cell after cell.
 
 Brush pixels are clipped to the true class region (the simulated person paints carefully), every
 painted class gets about the same number of pixels, and the total is about ``fraction`` of the
@@ -36,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk, skeletonize
 
-__all__ = ["simulate_strokes", "class_modes"]
+__all__ = ["class_modes", "simulate_strokes"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,27 +151,48 @@ def _class_budgets(truth: np.ndarray, ids: list[int], total: int, max_share: flo
     return budgets
 
 
-def _paint_2d(truth, ids, modes, fraction, rng, brush, trace_length, blob_length, max_share, out):
-    total = int(round(fraction * truth.size))
+def _blob_guide(mask, dist, brush_max, margin):
+    """Where straight strokes may run inside ``mask``, and a start-point sampling weight.
+
+    A stroke keeps ``margin`` pixels from the region border (less in thin classes), and in a
+    region too narrow for that, half the region's inner radius: small cells get dabbed in their
+    middle rather than skipped. Regions are chosen with probability ~ sqrt(area), so many
+    different regions get paint, as when a person works across an image.
+    """
+    comps, n = ndimage.label(mask)
+    margin = min(margin, max(0.5 * np.percentile(dist[mask], 90), brush_max + 1.0))
+    inner = np.zeros(n + 1)
+    inner[1:] = ndimage.maximum(dist, comps, np.arange(1, n + 1))
+    threshold = np.clip(0.5 * inner[comps], 1.0, margin)
+    guide = mask & (dist >= threshold)
+    starts = np.argwhere(guide)
+    region = comps[guide]
+    counts = np.bincount(region, minlength=n + 1).astype(float)
+    weight = np.sqrt(counts[region]) / counts[region]
+    return guide, starts, weight
+
+
+def _paint_2d(truth, ids, modes, fraction, rng, brush, trace_length, blob_length, max_share,
+              margin, out):
+    total = round(fraction * truth.size)
     budgets = _class_budgets(truth, ids, total, max_share)
     for c in ids:
         budget = budgets[c]
         if budget <= 0:
             continue
         mask = truth == c
-        dist = ndimage.distance_transform_edt(mask)
         if modes[c] == "trace":
             guide = skeletonize(mask)
+            starts = np.argwhere(guide)
+            weight = np.ones(len(starts))
         else:
-            # Keep dabs away from borders: half the typical thickness, at least one brush + 1 px.
-            margin = float(np.clip(0.5 * np.percentile(dist[mask], 90), brush[1] + 1, 10.0))
-            guide = dist >= margin
-            if not guide.any():
-                guide = dist >= dist.max()
-        starts = np.argwhere(guide)
+            guide, starts, weight = _blob_guide(
+                mask, ndimage.distance_transform_edt(mask), brush[1], margin)
+        cumulative = np.cumsum(weight) / weight.sum()
         painted, misses = 0, 0
         while painted < budget and misses < 50:
-            start = starts[rng.integers(len(starts))]
+            pick = min(int(np.searchsorted(cumulative, rng.random())), len(starts) - 1)
+            start = starts[pick]
             radius = int(rng.integers(brush[0], brush[1] + 1))
             if modes[c] == "trace":
                 path = _trace_path(guide, start, int(rng.integers(*trace_length)), rng)
@@ -199,6 +221,7 @@ def simulate_strokes(
     blob_length: tuple[int, int] = (8, 40),
     thin_width: float = 5.0,
     max_share: float = 0.5,
+    margin: float = 6.0,
 ) -> np.ndarray:
     """Paint sparse strokes of the given classes, as a person would in a labels layer.
 
@@ -224,6 +247,9 @@ def simulate_strokes(
         Threshold of :func:`class_modes`.
     max_share : float
         At most this share of a class's pixels is painted.
+    margin : float
+        Distance in pixels that straight strokes keep from region borders (reduced for thin
+        classes, and to half the inner radius of regions too narrow for it).
 
     Returns
     -------
@@ -239,6 +265,8 @@ def simulate_strokes(
         raise ValueError(f"Class ids must be positive (0 means 'not painted'); got {ids}.")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"The painted fraction must lie in (0, 1]; got {fraction}.")
+    if margin < 0:
+        raise ValueError(f"The border margin must not be negative; got {margin}.")
     if not 0 <= brush[0] <= brush[1]:
         raise ValueError(f"The brush radii must satisfy 0 <= low <= high; got {brush}.")
     if modes is not None and any(m not in _MODES for m in modes.values()):
@@ -253,5 +281,5 @@ def simulate_strokes(
             chosen.update({int(k): v for k, v in modes.items() if int(k) in chosen})
         present = [c for c in ids if c in chosen]
         _paint_2d(plane, present, chosen, fraction, rng, brush, trace_length, blob_length,
-                  max_share, out[index])
+                  max_share, margin, out[index])
     return out

@@ -122,20 +122,11 @@ def predict_tiled(
     y0r, y1r, x0r, x1r = region if region is not None else (0, height, 0, width)
     if not (0 <= y0r < y1r <= height and 0 <= x0r < x1r <= width):
         raise ValueError(f"Region {region} lies outside the {height}x{width} image.")
-    canvas_h, canvas_w, core_h, core_w, halo = tile_layout(height, width, tile_size, halo, multiple)
-    blend = min(blend, halo)
+    tiles, core_h, core_w, halo, blend = tile_grid(height, width, tile_size, halo, blend, multiple,
+                                                   (y0r, y1r, x0r, x1r))
     wy = blend_weights(core_h, halo, blend)
     wx = blend_weights(core_w, halo, blend)
     weight2d = wy[:, None] * wx[None, :]
-    reach = blend  # how far a tile's output extends beyond its core
-
-    tiles = [
-        (sy, sx)
-        for sy in tile_starts(canvas_h, core_h)
-        if sy - reach < y1r and sy + core_h + reach > y0r
-        for sx in tile_starts(canvas_w, core_w)
-        if sx - reach < x1r and sx + core_w + reach > x0r
-    ]
     out = np.zeros((n_out, y1r - y0r, x1r - x0r), dtype=np.float32)
     norm = np.zeros((y1r - y0r, x1r - x0r), dtype=np.float32)
     done = 0
@@ -166,10 +157,27 @@ def predict_tiled(
     return out
 
 
-def count_tiles(height: int, width: int, tile_size: int, halo: int, multiple: int) -> int:
-    """Number of tiles `predict_tiled` uses for a whole image."""
-    canvas_h, canvas_w, core_h, core_w, _ = tile_layout(height, width, tile_size, halo, multiple)
-    return len(tile_starts(canvas_h, core_h)) * len(tile_starts(canvas_w, core_w))
+def tile_grid(height: int, width: int, tile_size: int, halo: int, blend: int, multiple: int,
+              region: tuple[int, int, int, int] | None = None):
+    """Core starts ``[(sy, sx), ...]`` of the tiles whose output reaches ``region``, with
+    ``core_h, core_w``, the rounded halo and the capped blend."""
+    y0r, y1r, x0r, x1r = region if region is not None else (0, height, 0, width)
+    canvas_h, canvas_w, core_h, core_w, halo = tile_layout(height, width, tile_size, halo, multiple)
+    blend = min(blend, halo)  # how far a tile's output extends beyond its core
+    tiles = [
+        (sy, sx)
+        for sy in tile_starts(canvas_h, core_h)
+        if sy - blend < y1r and sy + core_h + blend > y0r
+        for sx in tile_starts(canvas_w, core_w)
+        if sx - blend < x1r and sx + core_w + blend > x0r
+    ]
+    return tiles, core_h, core_w, halo, blend
 
 
-__all__.append("count_tiles")
+def count_tiles(height: int, width: int, tile_size: int, halo: int, blend: int, multiple: int,
+                region: tuple[int, int, int, int] | None = None) -> int:
+    """Number of tiles `predict_tiled` runs for ``region`` (the whole image by default)."""
+    return len(tile_grid(height, width, tile_size, halo, blend, multiple, region)[0])
+
+
+__all__ += ["count_tiles", "tile_grid"]

@@ -24,7 +24,8 @@ from .config import TrainConfig
 from .device import pick_device
 from .errors import InputError
 from .images import ImageView
-from .losses import SegmentationLoss, border_weight_map
+from .config import TileConfig
+from .losses import SegmentationLoss, border_weight_map, pairwise_smoothness_loss
 from .sampling import PatchSampler
 from .segmenter import UNetModel
 
@@ -139,6 +140,7 @@ class Trainer:
         self._rng = np.random.default_rng(seed)
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         self._stats = [self.model.normalization.stats(v) for v in self.views]
+        self._pseudo: dict[tuple[int, int], np.ndarray] = {}
         self.sampler = PatchSampler(self.class_map.n_classes, self._patch, self.device, self._rng)
         for i in range(len(self.views)):
             self._load_slices(i, self.labels[i], previous=None)
@@ -165,17 +167,49 @@ class Trainer:
             if old is not None and np.array_equal(flat[s], old[s]):
                 continue
             target = self.class_map.to_index(flat[s])
-            if not (target >= 0).any():
+            painted = target >= 0
+            if not painted.any():
                 self.sampler.remove_slice((i, s))
                 continue
             image = (view.read(s) - offset) / scale
             weight = self._border_weights(flat[s]) if self.config.border_weight else None
-            self.sampler.set_slice((i, s), image, target, weight)
+            pseudo = self._pseudo.get((i, s))
+            if pseudo is not None:
+                factor = np.where(painted, 1.0, self.config.pseudo_weight).astype(np.float32)
+                weight = factor if weight is None else weight * factor
+                target = np.where(painted, target, pseudo)
+            self.sampler.set_slice((i, s), image, target, weight, centres=painted)
 
     def _border_weights(self, labels_2d: np.ndarray) -> np.ndarray:
         """Border weights around the objects of the last class (the foreground)."""
         objects, _ = ndimage.label(labels_2d == self.class_map.ids[-1])
         return border_weight_map(objects, self.config.border_w0, self.config.border_sigma)
+
+    def _pseudo_label(self) -> None:
+        """Label confident unpainted pixels of every painted slice with the current prediction."""
+        cfg = self.config
+        tile = TileConfig(tile_size=256, halo=32, blend=16, batch_size=cfg.batch_size)
+        was_training = self.model.net.training
+        self.model.net.eval()
+        try:
+            for i, view in enumerate(self.views):
+                offset, scale = self._stats[i]
+                flat = self.labels[i].reshape(-1, view.height, view.width)
+                for s in range(view.n_slices):
+                    if not (self.class_map.to_index(flat[s]) >= 0).any():
+                        continue
+
+                    def read(ys, xs, s=s, view=view, offset=offset, scale=scale):
+                        return (view.read(s, ys, xs) - offset) / scale
+
+                    probs = self.model.probabilities(read, view.height, view.width, tile)
+                    confident = probs.max(0) >= cfg.pseudo_threshold
+                    self._pseudo[(i, s)] = np.where(confident, probs.argmax(0), -1)
+        finally:
+            self.model.net.train(was_training)
+        for i in range(len(self.views)):
+            self._load_slices(i, self.labels[i], previous=None)
+        log.info("Pseudo-labels refreshed on %d slice(s).", len(self._pseudo))
 
     def update_labels(self, i: int, labels) -> None:
         """Replace the labels of image ``i``; the running loop uses them from its next step.
@@ -196,13 +230,18 @@ class Trainer:
             self.labels[i] = labels
 
     # -- loop -----------------------------------------------------------------------------------
-    def _lr(self, step: int, elapsed: float) -> float:
+    def _progress_fraction(self, step: int, elapsed: float) -> float:
         cfg = self.config
         frac = 0.0
         if cfg.steps:
             frac = max(frac, step / cfg.steps)
         if cfg.time_budget:
             frac = max(frac, elapsed / cfg.time_budget)
+        return frac
+
+    def _lr(self, step: int, elapsed: float) -> float:
+        cfg = self.config
+        frac = self._progress_fraction(step, elapsed)
         warmup = min(1.0, (step + 1) / 10)
         return cfg.lr * warmup * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
@@ -215,7 +254,7 @@ class Trainer:
         cfg = self.config
         net = self.model.net
         device = self.device
-        channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+        channels_last = cfg.channels_last if cfg.channels_last is not None else self.model.channels_last
         if channels_last:
             net.to(memory_format=torch.channels_last)
         if self._optimizer is None:
@@ -225,6 +264,7 @@ class Trainer:
                     else contextlib.nullcontext())
         net.train()
         losses: list[float] = []
+        pseudo_points = [0.5, 0.75] if cfg.pseudo_labels else []
         stopped = False
         step = 0
         start = time.perf_counter()
@@ -238,6 +278,9 @@ class Trainer:
                         (cfg.time_budget is not None and elapsed >= cfg.time_budget):
                     break
                 self._apply_pending()
+                if pseudo_points and self._progress_fraction(step, elapsed) >= pseudo_points[0]:
+                    pseudo_points.pop(0)
+                    self._pseudo_label()
                 lr = self._lr(step, elapsed)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -250,6 +293,8 @@ class Trainer:
                 with autocast:
                     logits = net(x)
                 loss = self._loss(logits.float(), y, w)
+                if cfg.smoothness_weight:
+                    loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
                 loss.backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)

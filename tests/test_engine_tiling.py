@@ -112,3 +112,16 @@ def test_prediction_can_be_cancelled():
 def test_channel_mismatch_is_a_clear_error():
     with pytest.raises(InputError, match="expects 3 channel"):
         _model(3).predict(np.zeros((32, 32), np.float32))
+
+
+def test_predicting_a_region_equals_cropping_the_whole_prediction():
+    model = _model()
+    image = np.random.default_rng(4).integers(0, 4000, (2, 70, 90), dtype=np.uint16)
+    tile = TileConfig(tile_size=32, halo=8, blend=4)
+    seen = []
+    whole = model.predict(image, tile=tile)
+    part = model.predict(image, tile=tile, region=(10, 47, 30, 81), progress=lambda d, t: seen.append((d, t)))
+    np.testing.assert_array_equal(part, whole[:, 10:47, 30:81])
+    assert seen[-1][0] == seen[-1][1]  # the progress total is exact
+    with pytest.raises(InputError, match="outside"):
+        model.predict(image, region=(0, 100, 0, 10))
