@@ -1,0 +1,153 @@
+"""The "Predict" section: current slice, whole image or every open image, tile by tile in a
+worker with a progress bar; and "Accept into annotation"."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QPushButton
+
+from . import _layers
+from ._workers import PredictJob, ProgressBox, predict_jobs, start
+
+__all__ = ["PredictSection", "SCOPES"]
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("Current slice", "Whole image", "All open images")
+
+
+class PredictSection(QGroupBox):
+    """Predict with the model of the `UNetWidget` ``owner`` into ``"<image> prediction"`` layers."""
+
+    def __init__(self, owner):
+        super().__init__("4. Predict")
+        self._owner = owner
+        self._worker = None
+        self._cancel = threading.Event()
+        self._box = ProgressBox()
+        self._poll_timer = QTimer(self, interval=100)
+
+        self._scope_combo = QComboBox()
+        self._scope_combo.addItems(SCOPES)
+        self._scope_combo.setToolTip("A stack's current slice, the whole chosen image, or every image layer.")
+        self._predict_btn = QPushButton("Predict")
+        self._progress = QProgressBar(maximum=1000, textVisible=False)
+        self._accept_btn = QPushButton("Accept into annotation")
+        self._accept_btn.setToolTip("Copy the prediction into unpainted pixels; painted pixels stay.")
+        form = QFormLayout(self)
+        form.addRow("Predict on", self._scope_combo)
+        form.addRow(self._predict_btn)
+        form.addRow(self._progress)
+        form.addRow(self._accept_btn)
+
+        self._predict_btn.clicked.connect(self.toggle)
+        self._accept_btn.clicked.connect(self.accept)
+        self._poll_timer.timeout.connect(self._poll)
+
+    @property
+    def worker(self):
+        return self._worker
+
+    def toggle(self) -> None:
+        """Predict button: start, or stop the running prediction between tile batches."""
+        if self._worker is not None:
+            self.stop()
+        else:
+            self.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._cancel.set()
+
+    def _jobs(self) -> list[PredictJob]:
+        owner = self._owner
+        scope = self._scope_combo.currentText()
+        if scope == "All open images":
+            sources = [layer for layer in owner.viewer.layers if isinstance(layer, Image)]
+        else:
+            sources = [layer for layer in [owner.image_layer()] if layer is not None]
+        expected = owner.model.config.in_channels
+        jobs, skipped = [], []
+        for layer in sources:
+            info = _layers.image_info(layer)
+            if (1 if info.channel_axis is None else layer.data.shape[-1]) != expected:
+                skipped.append(layer.name)
+                continue
+            index = ()
+            if scope == "Current slice" and info.stack_shape:
+                index = _layers.current_view(owner.viewer, layer).index
+            pixels = np.asarray(layer.data[index]) if index else _layers.image_array(layer)
+            jobs.append(PredictJob(name=_layers.prediction_name(layer), source=layer.name, image=pixels,
+                                   channel_axis=info.channel_axis, full_shape=info.spatial_shape, index=index))
+        if skipped:
+            show_warning(f"Skipped {', '.join(skipped)}: the model expects {expected} channel(s).")
+        return jobs
+
+    def start(self) -> bool:
+        owner = self._owner
+        if owner.model is None:
+            show_warning("There is no model yet: train one or load a model file first.")
+            return False
+        if owner.busy:
+            return False
+        jobs = self._jobs()
+        if not jobs:
+            show_warning("No image to predict: open an image layer first.")
+            return False
+        self._cancel = threading.Event()
+        self._box = ProgressBox(len(jobs))
+        self._progress.setValue(0)
+        self._predict_btn.setText("Stop")
+        owner.set_busy(True, keep=self._predict_btn)
+        self._poll_timer.start()
+        self._worker = start(
+            predict_jobs, owner.model, jobs, self._cancel, self._box, owner.tile,
+            threaded=owner.threaded, yielded=self._on_predicted, returned=lambda _: None,
+            errored=self._on_error, finished=self._on_finished)
+        return True
+
+    def _poll(self) -> None:
+        self._progress.setValue(int(1000 * self._box.fraction()))
+
+    def _on_predicted(self, item) -> None:
+        job, labels = item
+        viewer = self._owner.viewer
+        source = viewer.layers[job.source] if job.source in viewer.layers else None
+        _layers.show_labels(viewer, job.name, labels, like=source, colors_from=self._owner.annotation_layer(),
+                            index=job.index, full_shape=job.full_shape)
+
+    def _on_error(self, error: BaseException) -> None:
+        log.error("prediction failed", exc_info=error)
+        show_error(f"Prediction failed: {error}")
+
+    def _on_finished(self) -> None:
+        self._poll_timer.stop()
+        if self._cancel.is_set():
+            show_info("Prediction stopped.")
+        else:
+            self._poll()
+        self._worker = None
+        self._predict_btn.setText("Predict")
+        self._owner.set_busy(False)
+
+    def accept(self) -> int:
+        """Copy the chosen image's prediction into unpainted annotation pixels; returns their count."""
+        owner = self._owner
+        image, annotation = owner.image_layer(), owner.annotation_layer()
+        name = None if image is None else _layers.prediction_name(image)
+        if annotation is None or name not in owner.viewer.layers:
+            show_warning("Nothing to accept: choose an annotation layer and predict first.")
+            return 0
+        try:
+            filled = _layers.accept_into(annotation, owner.viewer.layers[name].data)
+        except ValueError as error:
+            show_error(str(error))
+            return 0
+        show_info(f"Accepted {filled} predicted pixels into {annotation.name}; painted pixels kept.")
+        return filled

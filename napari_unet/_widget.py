@@ -1,0 +1,373 @@
+"""The "U-Net segmentation" dock widget: paint, train, see predictions, correct, export.
+
+Laid out top to bottom in the order of the work: 1. data (image, annotation layer, named
+classes), 2. model, 3. train (`_train_section`), 4. predict (`_predict_section`), 5. export.
+The widget holds what the sections share (viewer, chosen layers, model, tile settings);
+layers are made by `_layers`, engine work runs in `_workers`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import threading
+import weakref
+from pathlib import Path
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import (
+    QAbstractSpinBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from src_models import InputError, ModelFileError, TileConfig, UNetModel, pick_device
+from src_models.io import write_labels_tiff
+
+from . import _layers
+from ._classes import ClassTable
+from ._predict_section import PredictSection
+from ._train_section import TrainSection
+
+__all__ = ["UNetWidget"]
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("small", "large", "auto")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MODEL_FILTER = "U-Net model (*.safetensors);;All files (*)"
+
+
+class UNetWidget(QWidget):
+    """Dock widget that trains a U-Net on painted strokes and shows its predictions.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose layers the widget reads and writes.
+    threaded : bool
+        Run training and prediction in a napari thread worker (the default). False runs
+        them to the end in the calling thread, for tests and scripts.
+    preview_interval : float
+        Seconds between live previews while training (the first one follows step 1).
+
+    Attributes
+    ----------
+    model : UNetModel or None
+        The model that Predict uses and the next training fine-tunes.
+    last_result : TrainResult or None
+        What the last training returned.
+    tile : TileConfig
+        Tiling of previews and predictions.
+    """
+
+    def __init__(self, napari_viewer, *, threaded: bool = True, preview_interval: float = 3.0):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.threaded = threaded
+        self.tile = TileConfig()
+        self.model: UNetModel | None = None
+        self.last_result = None
+        self._watched_window = _no_window  # weak reference: the window owns this widget
+        self._build(preview_interval)
+        self._connect()
+        self._refresh_layers()
+        self._update_model_label()
+        self._update_device_label()
+        _warm_up_in_background()
+
+    # -- layout ---------------------------------------------------------------------------
+    def _build(self, preview_interval: float) -> None:
+        self._image_combo = QComboBox()
+        self._annotation_combo = QComboBox()
+        self._new_annotation_btn = QPushButton("New annotation layer")
+        self._new_annotation_btn.setToolTip("Add an empty labels layer of the image's shape to paint on.")
+        self._classes = ClassTable()
+        data = QFormLayout()
+        data.addRow("Image", self._image_combo)
+        data.addRow("Annotation", self._annotation_combo)
+        annotation_buttons = QHBoxLayout()
+        annotation_buttons.addWidget(self._new_annotation_btn)
+        annotation_buttons.addWidget(self._classes.add_button)
+        data.addRow(annotation_buttons)
+        data.addRow(self._classes)
+
+        self._preset_combo = QComboBox()
+        self._preset_combo.addItems(PRESETS)
+        self._preset_combo.setToolTip("Size of a new model: small trains fast on a CPU, large suits a GPU.")
+        self._device_combo = QComboBox()
+        self._device_combo.addItems(DEVICES)
+        for row, name in enumerate(DEVICES):
+            if name != "auto" and not _device_available(name):
+                self._device_combo.model().item(row).setEnabled(False)
+        self._device_label = QLabel()
+        self._model_label = QLabel()
+        self._model_label.setWordWrap(True)
+        self._new_model_btn = QPushButton("New model")
+        self._new_model_btn.setToolTip("Forget the current model; the next training starts from scratch.")
+        self._load_model_btn = QPushButton("Load model…")
+        self._save_model_btn = QPushButton("Save model…")
+        model_buttons = QHBoxLayout()
+        for button in (self._new_model_btn, self._load_model_btn, self._save_model_btn):
+            model_buttons.addWidget(button)
+        device_row = QHBoxLayout()
+        device_row.addWidget(self._device_combo)
+        device_row.addWidget(self._device_label)
+        model = QFormLayout()
+        model.addRow("New model size", self._preset_combo)
+        model.addRow("Device", device_row)
+        model.addRow(self._model_label)
+        model.addRow(model_buttons)
+
+        self._train = TrainSection(self, preview_interval)
+        self._predict = PredictSection(self)
+
+        self._export_btn = QPushButton("Export all predictions…")
+        self._export_btn.setToolTip("Write every prediction layer as a TIFF into a folder.")
+        export = QVBoxLayout()
+        export.addWidget(self._export_btn)
+
+        layout = QVBoxLayout(self)
+        for title, inner in (("1. Data", data), ("2. Model", model)):
+            box = QGroupBox(title)
+            box.setLayout(inner)
+            layout.addWidget(box)
+        layout.addWidget(self._train)
+        layout.addWidget(self._predict)
+        box = QGroupBox("5. Export")
+        box.setLayout(export)
+        layout.addWidget(box)
+        layout.addStretch()
+
+    def _connect(self) -> None:
+        layers = self.viewer.layers
+        for event in (layers.events.inserted, layers.events.removed, layers.events.moved):
+            event.connect(self._refresh_layers)
+        for layer in layers:
+            layer.events.name.connect(self._refresh_layers)
+        layers.events.inserted.connect(self._watch_layer_name)
+        self._image_combo.currentTextChanged.connect(self._on_image_changed)
+        self._annotation_combo.currentTextChanged.connect(self._on_annotation_changed)
+        self._new_annotation_btn.clicked.connect(self.new_annotation_layer)
+        self._device_combo.currentTextChanged.connect(self._update_device_label)
+        self._preset_combo.currentTextChanged.connect(self._update_model_label)
+        self._new_model_btn.clicked.connect(lambda: self.set_model(None))
+        self._load_model_btn.clicked.connect(lambda: self.load_model())
+        self._save_model_btn.clicked.connect(lambda: self.save_model())
+        self._export_btn.clicked.connect(lambda: self.export_predictions())
+
+    # -- closing the viewer stops the workers ----------------------------------------------
+    def _watch_window(self) -> None:
+        """Watch the window the widget is docked in (known once docked) for closing."""
+        window = self.window()
+        if window is not self and window is not self._watched_window():
+            window.installEventFilter(self)
+            self._watched_window = weakref.ref(window)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        # getattr: Qt may deliver events while the Python side is being torn down
+        if event.type() == QEvent.Close and watched is getattr(self, "_watched_window", _no_window)():
+            self.stop_all()
+        return False
+
+    def stop_all(self) -> None:
+        """Ask running training and prediction to stop (the viewer is closing)."""
+        self._train.stop()
+        self._predict.stop()
+
+    # -- layer pickers --------------------------------------------------------------------
+    def _watch_layer_name(self, event) -> None:
+        event.value.events.name.connect(self._refresh_layers)
+
+    def _refresh_layers(self, event=None) -> None:
+        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        _set_choices(self._image_combo, images)
+        _set_choices(self._annotation_combo, labels)
+        self._on_image_changed(self._image_combo.currentText())
+
+    def image_layer(self) -> Image | None:
+        name = self._image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def annotation_layer(self) -> Labels | None:
+        name = self._annotation_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_image_changed(self, name: str) -> None:
+        image = self.image_layer()
+        if image is not None:
+            wanted = _layers.annotation_name(image)
+            if wanted in self.viewer.layers and self._annotation_combo.currentText() != wanted:
+                self._annotation_combo.setCurrentText(wanted)
+        self._on_annotation_changed(self._annotation_combo.currentText())
+
+    def _on_annotation_changed(self, name: str) -> None:
+        self._classes.set_layer(self.annotation_layer())
+
+    def new_annotation_layer(self) -> Labels | None:
+        """Add ``"<image> annotation"`` for the chosen image and select it."""
+        image = self.image_layer()
+        if image is None:
+            show_warning("Open an image first: the annotation layer takes the image's shape.")
+            return None
+        layer = _layers.new_annotation_layer(self.viewer, image)
+        self._annotation_combo.setCurrentText(layer.name)
+        self._classes.select(layer.selected_label)
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    # -- model and device -----------------------------------------------------------------
+    def _update_device_label(self, *_) -> None:
+        """Show the device the choice resolves to, and move the current model there."""
+        try:
+            device = pick_device(self._device_combo.currentText())
+        except InputError as error:
+            self._device_label.setText(str(error))
+            return
+        self._device_label.setText(f"→ {device.type}")
+        if self.model is not None and not self.busy:
+            self.model.to(device)
+
+    def _update_model_label(self, *_) -> None:
+        if self.model is None:
+            text = f"No model yet: Train starts a new {self._preset_combo.currentText()} model."
+        else:
+            config, classes = self.model.config, self.model.class_map
+            steps = int(self.model.info.get("steps", 0))
+            text = (f"Model: depth {config.depth}, width {config.base_width}, "
+                    f"{classes.n_classes} classes ({', '.join(classes.names)}), {steps} steps trained. "
+                    "Train again to fine-tune it.")
+        self._model_label.setText(text)
+        self._save_model_btn.setEnabled(self.model is not None)
+
+    def load_model(self, path: str | None = None) -> UNetModel | None:
+        """Load a model file; training then fine-tunes it and Predict uses it."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load U-Net model", "", MODEL_FILTER)
+            if not path:
+                return None
+        try:
+            model = UNetModel.load(path, device=self._device_combo.currentText())
+        except (ModelFileError, InputError, OSError) as error:
+            show_error(f"Could not load the model: {error}")
+            return None
+        self.set_model(model)
+        show_info(f"Loaded model {Path(path).name}.")
+        return self.model
+
+    def save_model(self, path: str | None = None) -> str | None:
+        """Write the current model to ``path`` (asks for one when None)."""
+        if self.model is None:
+            show_warning("There is no model to save yet: train one or load one first.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save U-Net model", "unet_model.safetensors",
+                                                  MODEL_FILTER)
+            if not path:
+                return None
+        try:
+            self.model.save(path)
+        except (OSError, ValueError) as error:
+            show_error(f"Could not save the model: {error}")
+            return None
+        show_info(f"Saved the model to {path}.")
+        return str(path)
+
+    # -- export ---------------------------------------------------------------------------
+    def export_predictions(self, folder: str | None = None) -> list[Path]:
+        """Write every ``"… prediction"`` labels layer as ``<layer name>.tif`` into ``folder``."""
+        layers = [layer for layer in self.viewer.layers
+                  if isinstance(layer, Labels) and layer.name.endswith(" prediction")]
+        if not layers:
+            show_warning("There is no prediction layer to export: Predict first.")
+            return []
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Export predictions to folder")
+            if not folder:
+                return []
+        written = []
+        try:
+            for layer in layers:
+                target = Path(folder) / f"{_safe_name(layer.name)}.tif"
+                written.append(write_labels_tiff(target, layer.data, overwrite=True))
+        except (OSError, ValueError) as error:
+            show_error(f"Export failed: {error}")
+            return written
+        show_info(f"Exported {len(written)} prediction(s) to {folder}.")
+        return written
+
+    # -- shared state the sections use --------------------------------------------------
+    def preset(self) -> str:
+        return self._preset_combo.currentText()
+
+    def device_name(self) -> str:
+        return self._device_combo.currentText()
+
+    def class_names(self) -> dict[int, str]:
+        return self._classes.names()
+
+    def set_model(self, model: UNetModel | None, result=None) -> None:
+        """Keep ``model`` (trained, loaded, or None to start afresh) for training and prediction."""
+        self.model = model
+        if result is not None:
+            self.last_result = result
+        self._update_model_label()
+
+    @property
+    def busy(self) -> bool:
+        """Training or prediction is running."""
+        return self._train.running or self._predict.worker is not None
+
+    def set_busy(self, busy: bool, keep: QWidget | None = None) -> None:
+        """Disable every control but ``keep`` (the running task's Stop button) while busy."""
+        self._watch_window()
+        for widget in self.findChildren((QPushButton, QComboBox, QAbstractSpinBox)):
+            if widget is not keep and widget is not self._classes.add_button:
+                widget.setEnabled(not busy)
+        self._save_model_btn.setEnabled(not busy and self.model is not None)
+
+
+def _set_choices(combo: QComboBox, names: list[str]) -> None:
+    """Replace a combo box's items, keeping the current choice when it still exists."""
+    current = combo.currentText()
+    if [combo.itemText(i) for i in range(combo.count())] == names:
+        return
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
+def _device_available(name: str) -> bool:
+    try:
+        pick_device(name)
+    except InputError:
+        return False
+    return True
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "prediction"
+
+
+def _no_window() -> None:
+    return None
+
+
+def _warm_up_in_background() -> None:
+    """Import ``torch._dynamo`` off the main thread: torch's first optimizer imports it
+    (about 2 s on a laptop CPU), which would otherwise delay the first training step."""
+    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()

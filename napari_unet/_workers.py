@@ -1,0 +1,193 @@
+"""Engine work that runs off the main thread: training with live previews, tiled prediction.
+
+The generator functions here touch no Qt object and no layer; they read arrays and a
+`View` and yield plain records that the widget turns into layers. `start` runs one of
+them in a napari thread worker (or, for tests, synchronously in the calling thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from src_models import Cancelled
+
+from ._layers import View
+
+__all__ = [
+    "PredictJob",
+    "Preview",
+    "ProgressBox",
+    "TrainUpdate",
+    "predict_jobs",
+    "predict_view",
+    "start",
+    "train_with_previews",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Predicted labels of ``view`` (rows x cols of one plane) after ``step`` steps."""
+
+    view: View
+    labels: np.ndarray
+    step: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainUpdate:
+    """One yield of the training worker: the step's progress, and a preview when one was due."""
+
+    progress: Any | None
+    preview: Preview | None = None
+
+
+def predict_view(model, image: np.ndarray, channel_axis: int | None, view: View, step: int, tile) -> Preview:
+    """Predict the field of view that ``view`` names (the plane's normalisation, real context)."""
+    start_time = time.perf_counter()
+    plane = image[view.index] if view.index else image
+    region = (view.rows.start, view.rows.stop, view.cols.start, view.cols.stop)
+    labels = model.predict(plane, channel_axis=None if channel_axis is None else -1, tile=tile, region=region)
+    return Preview(view=view, labels=labels, step=step, seconds=time.perf_counter() - start_time)
+
+
+def train_with_previews(
+    trainer,
+    cancel: threading.Event,
+    image: np.ndarray,
+    channel_axis: int | None,
+    get_view: Callable[[], View],
+    tile,
+    interval: float = 3.0,
+) -> Iterator[TrainUpdate]:
+    """Run ``trainer.run(cancel)``, yielding once per step, with a preview now and then.
+
+    The first preview follows the first step; later ones come every ``interval`` seconds,
+    or less often when a preview is slow, so previews never take more than about a fifth
+    of the time. A last preview of the final model is yielded before returning.
+
+    Returns
+    -------
+    TrainResult
+        The engine's result (``StopIteration.value`` of ``trainer.run``).
+    """
+    steps = trainer.run(cancel)
+    next_preview = 0.0
+    while True:
+        try:
+            progress = next(steps)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        preview = None
+        if time.monotonic() >= next_preview:
+            preview = predict_view(trainer.model, image, channel_axis, get_view(), progress.step, tile)
+            next_preview = time.monotonic() + max(interval, 4 * preview.seconds)
+        yield TrainUpdate(progress=progress, preview=preview)
+    yield TrainUpdate(
+        progress=None,
+        preview=predict_view(result.model, image, channel_axis, get_view(), result.steps, tile),
+    )
+    return result
+
+
+class ProgressBox:
+    """Latest ``(done, total)`` of the running prediction, written by the worker, read by a timer."""
+
+    def __init__(self, n_jobs: int = 1):
+        self._lock = threading.Lock()
+        self._n_jobs = max(1, n_jobs)
+        self._job = 0
+        self._done, self._total = 0, 1
+
+    def next_job(self, job: int) -> None:
+        with self._lock:
+            self._job, self._done, self._total = job, 0, 1
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            self._done, self._total = done, max(1, total)
+
+    def fraction(self) -> float:
+        with self._lock:
+            return (self._job + self._done / self._total) / self._n_jobs
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """One prediction: ``image`` (the part to predict) of layer ``source`` goes to layer
+    ``name`` (of ``full_shape``) at stack position ``index``."""
+
+    name: str
+    source: str
+    image: np.ndarray
+    channel_axis: int | None
+    full_shape: tuple[int, ...]
+    index: tuple[int, ...] = ()
+
+
+def predict_jobs(
+    model, jobs: Sequence[PredictJob], cancel: threading.Event, box: ProgressBox, tile
+) -> Iterator[tuple[PredictJob, np.ndarray]]:
+    """Predict each job tile by tile; yield ``(job, labels)`` after each, stop early on ``cancel``."""
+    for number, job in enumerate(jobs):
+        box.next_job(number)
+        try:
+            labels = model.predict(
+                job.image, channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel
+            )
+        except Cancelled:
+            return
+        yield job, labels
+
+
+def start(
+    generator_function: Callable[..., Iterator],
+    *args,
+    threaded: bool,
+    yielded: Callable[[Any], None],
+    returned: Callable[[Any], None],
+    errored: Callable[[BaseException], None],
+    finished: Callable[[], None],
+):
+    """Run ``generator_function(*args)`` and feed its yields and return value to the callbacks.
+
+    With ``threaded`` it runs in a napari `thread_worker` (callbacks arrive on the main
+    thread through Qt signals) and the worker is returned; otherwise it runs to the end
+    here and None is returned. Errors go to ``errored`` either way, never re-raised.
+    """
+    if threaded:
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(generator_function, start_thread=False, ignore_errors=True)(*args)
+        worker.yielded.connect(yielded)
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
+        worker.finished.connect(finished)
+        worker.start()
+        return worker
+    try:
+        steps = generator_function(*args)
+        while True:
+            try:
+                item = next(steps)
+            except StopIteration as stop:
+                returned(stop.value)
+                break
+            yielded(item)
+    except Exception as error:  # noqa: BLE001 - handed to the caller's error callback
+        log.debug("worker error", exc_info=True)
+        errored(error)
+    finally:
+        finished()
+    return None

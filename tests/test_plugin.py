@@ -1,0 +1,247 @@
+"""The dock widget end to end in a real napari viewer (under Xvfb), run synchronously:
+paint strokes, train, see the prediction layer, accept, export, save and load models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import paint, stroke_labels
+from napari.layers import Labels
+
+from napari_unet._widget import UNetWidget
+
+
+def _train(widget, steps=3, budget=20):
+    widget._train._steps_spin.setValue(steps)
+    widget._train._budget_spin.setValue(budget)
+    widget._train._train_btn.click()
+
+
+def test_widget_docks_from_manifest_and_makes_annotation_layer(dock, nuclei):
+    image, _ = nuclei
+    viewer, widget = dock(image)
+    assert isinstance(widget, UNetWidget)
+    assert widget._image_combo.currentText() == "img"
+    widget._new_annotation_btn.click()
+    layer = viewer.layers["img annotation"]
+    assert isinstance(layer, Labels)
+    assert layer.data.shape == image.shape and layer.data.dtype == np.uint8
+    assert not layer.data.any()
+    assert widget._annotation_combo.currentText() == "img annotation"
+    assert widget._classes.names() == {1: "background", 2: "foreground"}
+    assert layer.selected_label == 2
+    # the device is shown, and devices this machine lacks cannot be chosen
+    import torch
+
+    assert widget._device_label.text() in {"→ cpu", "→ cuda", "→ mps"}
+    cuda_row = [widget._device_combo.itemText(i) for i in range(widget._device_combo.count())].index("cuda")
+    assert widget._device_combo.model().item(cuda_row).isEnabled() == torch.cuda.is_available()
+
+
+def test_train_shows_prediction_and_leaves_annotation_untouched(dock, nuclei):
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    annotation = widget.new_annotation_layer()
+    paint(annotation, stroke_labels(mask))
+    painted = annotation.data.copy()
+
+    _train(widget, steps=3)
+
+    prediction = viewer.layers["img prediction"]
+    assert isinstance(prediction, Labels)
+    assert prediction.data.shape == image.shape
+    assert set(np.unique(prediction.data)) <= {1, 2}
+    assert annotation.data.tobytes() == painted.tobytes()
+    assert widget.model is not None and widget.last_result.steps == 3
+    assert len(widget._train._loss_plot.losses) == 3
+    assert widget._train._progress.value() == 1000
+    assert widget._train._train_btn.text() == "Train" and widget._train.worker is None
+    assert widget._train.first_preview_seconds is not None
+    assert prediction.get_color(2) == pytest.approx(annotation.get_color(2))
+    assert "3 steps" in widget._train._loss_label.text()
+    # the brush keeps painting the annotation, whose strokes stay drawn above the prediction
+    assert viewer.layers.selection.active.name == annotation.name
+    assert viewer.layers.index(prediction) < viewer.layers.index(annotation)
+
+
+@pytest.mark.parametrize(
+    "strokes, expected",
+    [(lambda m: np.zeros(m.shape, np.uint8), "No painted pixels"),
+     (lambda m: (stroke_labels(m) > 0).astype(np.uint8) * 2, "Only one class")],
+    ids=["nothing-painted", "one-class"],
+)
+def test_unusable_strokes_notify_and_start_no_worker(dock, nuclei, notifications, strokes, expected):
+    image, mask = nuclei
+    viewer, widget = dock(image, threaded=True)
+    annotation = widget.new_annotation_layer()
+    paint(annotation, strokes(mask))
+
+    widget._train._train_btn.click()
+
+    assert any(expected in message for message in notifications.errors()), notifications.messages()
+    assert widget._train.worker is None and not widget._train.running
+    assert widget._train._train_btn.text() == "Train" and widget._train._train_btn.isEnabled()
+    assert "img prediction" not in viewer.layers
+
+
+def test_train_without_annotation_layer_warns(dock, nuclei, notifications):
+    viewer, widget = dock(nuclei[0])
+    widget._train._train_btn.click()
+    assert any("annotation layer" in m for m in notifications.messages())
+    assert widget.model is None
+
+
+def test_stack_whole_and_current_slice(dock, nuclei):
+    image, mask = nuclei
+    stack = np.stack([image, image[::-1], image[:, ::-1]]).astype(np.uint16) * 100
+    masks = np.stack([mask, mask[::-1], mask[:, ::-1]])
+    viewer, widget = dock(stack)
+    annotation = widget.new_annotation_layer()
+    assert annotation.data.shape == stack.shape
+    strokes = stroke_labels(masks)
+    strokes[1:] = 0  # strokes on the first slice only
+    paint(annotation, strokes)
+    _train(widget, steps=2)
+    assert viewer.layers["img prediction"].data.shape == stack.shape
+
+    viewer.layers.remove("img prediction")
+    viewer.dims.set_current_step(0, 1)
+    widget._predict._scope_combo.setCurrentText("Current slice")
+    widget._predict._predict_btn.click()
+    current = viewer.layers["img prediction"].data
+    assert current.shape == stack.shape
+    assert current[1].all() and not current[0].any() and not current[2].any()
+
+    widget._predict._scope_combo.setCurrentText("Whole image")
+    widget._predict._predict_btn.click()
+    whole = viewer.layers["img prediction"].data
+    assert all(whole[z].all() for z in range(3))
+    assert set(np.unique(whole)) <= {1, 2}
+    assert widget._predict._progress.value() == 1000
+
+
+@pytest.mark.parametrize("kind", ["rgb", "float"])
+def test_rgb_and_float_images(dock, nuclei, kind):
+    image, mask = nuclei
+    if kind == "rgb":
+        data = np.stack([image, 255 - image, image // 2], axis=-1)
+    else:
+        data = image.astype(np.float32) / 255.0
+    viewer, widget = dock(data)
+    annotation = widget.new_annotation_layer()
+    assert annotation.data.shape == mask.shape
+    paint(annotation, stroke_labels(mask))
+    _train(widget, steps=2)
+    assert widget.model.config.in_channels == (3 if kind == "rgb" else 1)
+    prediction = viewer.layers["img prediction"].data
+    assert prediction.shape == mask.shape and prediction.all()
+
+
+def test_accept_fills_only_unpainted_pixels(dock, nuclei):
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    annotation = widget.new_annotation_layer()
+    strokes = stroke_labels(mask)
+    paint(annotation, strokes)
+    _train(widget, steps=2)
+    prediction = viewer.layers["img prediction"].data.copy()
+    # a prediction that disagrees with every painted pixel must still not overwrite them
+    viewer.layers["img prediction"].data = np.where(strokes > 0, 3 - strokes, prediction).astype(np.uint8)
+
+    filled = widget._predict.accept()
+
+    painted = strokes > 0
+    assert np.array_equal(annotation.data[painted], strokes[painted])
+    assert np.array_equal(annotation.data[~painted], prediction[~painted])
+    assert filled == int((~painted).sum())
+    annotation.undo()
+    assert np.array_equal(annotation.data, strokes)
+
+
+def test_model_save_load_predict_gives_same_masks(dock, nuclei, tmp_path):
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    paint(widget.new_annotation_layer(), stroke_labels(mask))
+    widget._classes.rename(2, "nucleus")
+    _train(widget, steps=2)
+    widget._predict._scope_combo.setCurrentText("Whole image")
+    widget._predict._predict_btn.click()
+    before = viewer.layers["img prediction"].data.copy()
+
+    path = widget.save_model(str(tmp_path / "model.safetensors"))
+    assert path and (tmp_path / "model.safetensors").stat().st_size > 0
+    widget.set_model(None)
+    assert widget.model is None
+    viewer.layers.remove("img prediction")
+    loaded = widget.load_model(path)
+    assert loaded is widget.model and "nucleus" in loaded.class_map.names
+    widget._predict._predict_btn.click()
+    assert np.array_equal(viewer.layers["img prediction"].data, before)
+
+
+def test_loading_a_foreign_file_notifies(dock, nuclei, tmp_path, notifications):
+    _, widget = dock(nuclei[0])
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model at all")
+    assert widget.load_model(str(junk)) is None
+    assert widget.model is None
+    assert any("Could not load the model" in m for m in notifications.errors())
+
+
+def test_predict_all_open_images_and_export(dock, nuclei, tmp_path):
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    viewer.add_image(image[::-1].copy(), name="other")
+    widget._image_combo.setCurrentText("img")
+    paint(widget.new_annotation_layer(), stroke_labels(mask))
+    _train(widget, steps=2)
+    widget._predict._scope_combo.setCurrentText("All open images")
+    widget._predict._predict_btn.click()
+    assert viewer.layers["other prediction"].data.shape == image.shape
+
+    written = widget.export_predictions(str(tmp_path))
+
+    assert sorted(p.name for p in written) == ["img_prediction.tif", "other_prediction.tif"]
+    for path, name in zip(sorted(written), ["img prediction", "other prediction"]):
+        back = tifffile.imread(path)
+        assert back.dtype == np.uint8
+        assert np.array_equal(back, viewer.layers[name].data)
+
+
+def test_class_table_adds_renames_and_selects(dock, nuclei):
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    annotation = widget.new_annotation_layer()
+    new_id = widget._classes.add_class()
+    assert new_id == 3 and annotation.selected_label == 3
+    widget._classes._table.item(2, 1).setText("debris")
+    assert widget._classes.names()[3] == "debris"
+    widget._classes.select(1)
+    assert annotation.selected_label == 1
+    strokes = stroke_labels(mask)
+    strokes[40:42, 10:30] = 3
+    paint(annotation, strokes)
+    _train(widget, steps=2)
+    assert widget.model.class_map.ids == (1, 2, 3)
+    assert widget.model.class_map.names == ("background", "foreground", "debris")
+
+
+def test_sample_image_opens_from_manifest_and_is_picked(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    viewer.open_sample("napari-unet", "nuclei")
+    layer = viewer.layers["nuclei (synthetic)"]
+    assert layer.data.shape == (256, 256) and layer.data.dtype == np.uint8
+    assert widget._image_combo.currentText() == "nuclei (synthetic)"
+
+
+def test_live_preview_covers_the_field_of_view_of_a_wide_image(dock, nuclei):
+    image, mask = nuclei
+    wide, wide_mask = np.tile(image, (1, 13))[:, :1200], np.tile(mask, (1, 13))[:, :1200]
+    viewer, widget = dock(wide)
+    paint(widget.new_annotation_layer(), stroke_labels(wide_mask))
+    _train(widget, steps=1)
+    # the whole plane is in view, but a preview is cut to 1024 columns around the centre
+    predicted_columns = np.nonzero(viewer.layers["img prediction"].data.any(axis=0))[0]
+    assert (predicted_columns.min(), predicted_columns.max()) == (88, 88 + 1024 - 1)
