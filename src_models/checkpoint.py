@@ -48,6 +48,7 @@ def save_model(model, path) -> None:
         "classes": model.class_map.to_dict(),
         "normalization": model.normalization.to_dict(),
         "info": model.info,
+        "class_prior": None if model.class_prior is None else [float(v) for v in model.class_prior],
     }
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
     os.close(fd)
@@ -97,4 +98,4 @@ def load_model(path, device="auto"):
         net.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path} is a damaged napari-unet model ({exc}); re-save or re-train it.") from None
-    return UNetModel(net, class_map, normalization, device, meta.get("info", {}))
+    return UNetModel(net, class_map, normalization, device, meta.get("info", {}), meta.get("class_prior"))

@@ -101,7 +101,10 @@ class TrainConfig(_Record):
     (neighbours of similar intensity share a class); ``pseudo_labels`` re-labels confident
     unpainted pixels of the training images half-way and three quarters through training
     (weight ``pseudo_weight``, confidence above ``pseudo_threshold``); the user's strokes
-    are never changed. ``channels_last=None`` means on for CUDA and CPU.
+    are never changed. ``class_prior`` estimates, after training, how frequent each class
+    really is on the training images (`calibration`), and prediction weighs by it instead
+    of the equal weights the balanced loss implies. ``channels_last=None`` means on for
+    CUDA and CPU.
     """
 
     steps: int | None = None
@@ -127,6 +130,7 @@ class TrainConfig(_Record):
     pseudo_labels: bool = False
     pseudo_threshold: float = 0.9
     pseudo_weight: float = 0.5
+    class_prior: bool = True
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .calibration import apply_class_prior
 from .classmap import ClassMap
 from .config import TileConfig, UNetConfig, preset_config
 from .device import pick_device
@@ -44,10 +45,13 @@ class UNetModel:
         Where the network runs (``"auto"``: CUDA, MPS, CPU).
     info : dict, optional
         Free-form record of how the model was trained (stored in the model file).
+    class_prior : sequence of float, optional
+        Class frequencies the network's (class-balanced) probabilities are re-weighted by;
+        estimated by the `Trainer` on the training images (see `calibration`). None: equal.
     """
 
     def __init__(self, net: UNet, class_map: ClassMap, normalization: Normalization | None = None,
-                 device="auto", info: dict | None = None):
+                 device="auto", info: dict | None = None, class_prior=None):
         if net.config.n_classes != class_map.n_classes:
             raise ValueError(
                 f"The network has {net.config.n_classes} outputs but the class map {class_map.n_classes} classes.")
@@ -57,6 +61,9 @@ class UNetModel:
         self.class_map = class_map
         self.normalization = normalization or Normalization()
         self.info = dict(info or {})
+        self.class_prior = None if class_prior is None else np.asarray(class_prior, dtype=np.float32)
+        if self.class_prior is not None and self.class_prior.shape != (class_map.n_classes,):
+            raise ValueError(f"class_prior needs {class_map.n_classes} values, got {self.class_prior.shape}.")
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -111,7 +118,7 @@ class UNetModel:
             net.head.weight[:k] = old_head.weight.detach().cpu()
             net.head.bias[:k] = old_head.bias.detach().cpu()
         log.info("Extended the model from classes %s to %s.", self.class_map.ids, merged.ids)
-        return UNetModel(net, merged, self.normalization, self.device, self.info)
+        return UNetModel(net, merged, self.normalization, self.device, self.info)  # prior: re-estimated
 
     # -- prediction ---------------------------------------------------------------------
     def _autocast(self):
@@ -120,8 +127,12 @@ class UNetModel:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def predict_probabilities_batch(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Class probabilities ``(B, K, h, w)`` for a normalised batch ``(B, C, h, w)``."""
+    def predict_probabilities_batch(self, batch: np.ndarray, tta: bool = False,
+                                    prior: bool = True) -> np.ndarray:
+        """Class probabilities ``(B, K, h, w)`` for a normalised batch ``(B, C, h, w)``.
+
+        With ``prior`` (and a `class_prior` set) they are re-weighted by the class frequencies.
+        """
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -135,17 +146,20 @@ class UNetModel:
                 p = p.rot90(-k, (-2, -1)) if k else p
                 p = p.flip(-1) if flip else p
                 total = p if total is None else total + p
-        return (total / len(transforms)).cpu().numpy()
+        probs = (total / len(transforms)).cpu().numpy()
+        if prior and self.class_prior is not None:
+            probs = apply_class_prior(probs, self.class_prior, axis=1)
+        return probs
 
     def probabilities(self, read: Callable, height: int, width: int, tile: TileConfig | None = None,
-                      region=None, progress=None, cancel=None) -> np.ndarray:
+                      region=None, progress=None, cancel=None, prior: bool = True) -> np.ndarray:
         """Class probabilities ``(K, h, w)`` of one normalised 2D image given as a reader.
 
         ``read(ys, xs) -> (C, h, w)`` float32, already normalised; see `predict_tiled`.
         """
         tile = tile or TileConfig()
         return predict_tiled(
-            lambda b: self.predict_probabilities_batch(b, tile.tta), read, height, width,
+            lambda b: self.predict_probabilities_batch(b, tile.tta, prior), read, height, width,
             self.class_map.n_classes, tile_size=tile.tile_size, halo=tile.halo, blend=tile.blend,
             batch_size=tile.batch_size, multiple=self.config.size_multiple, region=region,
             progress=progress, cancel=cancel)

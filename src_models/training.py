@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 
 from .augment import Augmenter
+from .calibration import estimate_class_prior
 from .classmap import ClassMap
 from .config import TrainConfig
 from .device import pick_device
@@ -211,6 +212,36 @@ class Trainer:
             self._load_slices(i, self.labels[i], previous=None)
         log.info("Pseudo-labels refreshed on %d slice(s).", len(self._pseudo))
 
+    def _estimate_prior(self, max_side: int = 1024) -> None:
+        """Class frequencies of the painted slices (a central window of at most ``max_side``)."""
+        tile = TileConfig(tile_size=256, halo=32, blend=16, batch_size=self.config.batch_size)
+        probs = []
+        was_training = self.model.net.training
+        self.model.net.eval()
+        try:
+            for i, view in enumerate(self.views):
+                offset, scale = self._stats[i]
+                flat = self.labels[i].reshape(-1, view.height, view.width)
+                for s in range(view.n_slices):
+                    if not (self.class_map.to_index(flat[s]) >= 0).any():
+                        continue
+                    y0 = max(0, (view.height - max_side) // 2)
+                    x0 = max(0, (view.width - max_side) // 2)
+                    region = (y0, min(view.height, y0 + max_side), x0, min(view.width, x0 + max_side))
+
+                    def read(ys, xs, s=s, view=view, offset=offset, scale=scale):
+                        return (view.read(s, ys, xs) - offset) / scale
+
+                    probs.append(self.model.probabilities(read, view.height, view.width, tile, region=region,
+                                                          prior=False))
+                    if len(probs) >= 8:
+                        break
+        finally:
+            self.model.net.train(was_training)
+        if probs:
+            self.model.class_prior = estimate_class_prior(probs).astype(np.float32)
+            log.info("Estimated class frequencies %s", np.round(self.model.class_prior, 3))
+
     def update_labels(self, i: int, labels) -> None:
         """Replace the labels of image ``i``; the running loop uses them from its next step.
 
@@ -307,6 +338,8 @@ class Trainer:
             net.eval()
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
             self.model.info["train_config"] = cfg.to_dict()
+        if cfg.class_prior and step:
+            self._estimate_prior()
         return TrainResult(self.model, step, stopped, time.perf_counter() - start, losses)
 
     def _eta(self, step: int, elapsed: float) -> float | None:

@@ -162,3 +162,27 @@ def test_engine_imports_no_gui_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_class_prior_is_recovered_from_balanced_probabilities():
+    from src_models.calibration import apply_class_prior, estimate_class_prior
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(20000) < 0.2  # class 0 on 20 % of the pixels
+    score = rng.normal(np.where(truth, 1.0, -1.0), 1.0)  # a noisy feature
+    like0, like1 = np.exp(-(score - 1) ** 2 / 2), np.exp(-(score + 1) ** 2 / 2)
+    balanced = np.stack([like0, like1]) / (like0 + like1)  # posteriors under equal priors
+    prior = estimate_class_prior([balanced])
+    assert abs(prior[0] - 0.2) < 0.03 and abs(prior.sum() - 1) < 1e-6
+    adjusted = apply_class_prior(balanced[None], prior)[0]
+    assert (adjusted.argmax(0) == np.where(truth, 0, 1)).mean() > (balanced.argmax(0) == np.where(truth, 0, 1)).mean()
+
+
+def test_class_prior_travels_in_the_model_file(tmp_path):
+    model = UNetModel.new(1, ClassMap((1, 2)), preset="small", device="cpu", seed=0)
+    model.class_prior = np.array([0.25, 0.75], np.float32)
+    model.save(tmp_path / "m.safetensors")
+    loaded = UNetModel.load(tmp_path / "m.safetensors", "cpu")
+    np.testing.assert_allclose(loaded.class_prior, [0.25, 0.75])
+    image = np.random.default_rng(1).random((32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(image), loaded.predict(image))

@@ -138,3 +138,12 @@ def test_model_with_other_channel_count_is_refused():
     model = UNetModel.new(3, ClassMap((1, 2)), preset="small", device="cpu")
     with pytest.raises(InputError, match="expects 3 channel"):
         Trainer(image, _strokes(truth), model=model, config=TrainConfig(**TINY))
+
+
+def test_training_estimates_class_frequencies():
+    image, truth = _blobs()
+    result = fit(image, _strokes(truth), config=TrainConfig(steps=20, time_budget=None, **TINY))
+    prior = result.model.class_prior
+    assert prior is not None and prior.shape == (2,) and abs(prior.sum() - 1) < 1e-5
+    off = fit(image, _strokes(truth), config=TrainConfig(steps=1, time_budget=None, class_prior=False, **TINY))
+    assert off.model.class_prior is None
