@@ -90,6 +90,9 @@ class Trainer:
         Channel axis of the images (``-1`` for RGB).
     class_names : dict, optional
         ``{id: name}`` stored in the model.
+    pixel_weights : list of array-like, optional
+        One per image, of its labels' shape: per-pixel loss weights used instead of the
+        border weights computed from the labels (objects mode derives them from object ids).
 
     Raises
     ------
@@ -98,7 +101,8 @@ class Trainer:
     """
 
     def __init__(self, images, labels, *, config: TrainConfig | None = None, model: UNetModel | None = None,
-                 channel_axis: int | None = None, class_names: dict | None = None):
+                 channel_axis: int | None = None, class_names: dict | None = None,
+                 pixel_weights: list | None = None):
         self.config = config or TrainConfig()
         images, labels = _as_list(images), _as_list(labels)
         if len(images) != len(labels):
@@ -115,6 +119,7 @@ class Trainer:
         if len(channels) > 1:
             raise InputError(f"The images have different channel counts {sorted(channels)}; train on images of one kind.")
         self.labels = [np.asarray(lab) for lab in labels]
+        self._pixel_weights = self._check_weights(pixel_weights, len(labels))
         self._check_integer(self.labels)
         class_map = ClassMap.from_labels(self.labels, dense=self.config.dense, names=class_names)
         if class_map.n_classes == 0:
@@ -173,7 +178,10 @@ class Trainer:
                 self.sampler.remove_slice((i, s))
                 continue
             image = (view.read(s) - offset) / scale
-            weight = self._border_weights(flat[s]) if self.config.border_weight else None
+            if self._pixel_weights[i] is not None:
+                weight = self._pixel_weights[i].reshape(-1, view.height, view.width)[s]
+            else:
+                weight = self._border_weights(flat[s]) if self.config.border_weight else None
             pseudo = self._pseudo.get((i, s))
             if pseudo is not None:
                 factor = np.where(painted, 1.0, self.config.pseudo_weight).astype(np.float32)
@@ -181,82 +189,93 @@ class Trainer:
                 target = np.where(painted, target, pseudo)
             self.sampler.set_slice((i, s), image, target, weight, centres=painted)
 
+    def _check_weights(self, weights, n: int) -> list:
+        if weights is None:
+            return [None] * n
+        if len(weights) != n:
+            raise InputError(f"{len(weights)} pixel weight map(s) for {n} image(s): give one per image.")
+        return [self._weight_map(i, w) for i, w in enumerate(weights)]
+
+    def _weight_map(self, i: int, weights) -> np.ndarray | None:
+        if weights is None:
+            return None
+        weights = np.array(weights, dtype=np.float32)
+        if weights.shape != tuple(self.views[i].shape):
+            raise InputError(f"Pixel weights have shape {weights.shape}, expected {self.views[i].shape}.")
+        return weights
+
     def _border_weights(self, labels_2d: np.ndarray) -> np.ndarray:
         """Border weights around the objects of the last class (the foreground)."""
         objects, _ = ndimage.label(labels_2d == self.class_map.ids[-1])
         return border_weight_map(objects, self.config.border_w0, self.config.border_sigma)
 
-    def _pseudo_label(self) -> None:
-        """Label confident unpainted pixels of every painted slice with the current prediction."""
-        cfg = self.config
-        tile = TileConfig(tile_size=256, halo=32, blend=16, batch_size=cfg.batch_size)
+    def _painted_slices(self):
+        """Yield ``(key, read, height, width)`` for every painted slice; ``read(ys, xs)``
+        gives the normalised image as `UNetModel.probabilities` wants it."""
+        for i, view in enumerate(self.views):
+            offset, scale = self._stats[i]
+            flat = self.labels[i].reshape(-1, view.height, view.width)
+            for s in range(view.n_slices):
+                if not (self.class_map.to_index(flat[s]) >= 0).any():
+                    continue
+
+                def read(ys, xs, s=s, view=view, offset=offset, scale=scale):
+                    return (view.read(s, ys, xs) - offset) / scale
+
+                yield (i, s), read, view.height, view.width
+
+    def _slice_probabilities(self, max_side: int | None = None, limit: int | None = None, prior: bool = True):
+        """Yield ``(key, probs)`` for painted slices, in eval mode (a central window when ``max_side``)."""
+        tile = TileConfig(tile_size=256, halo=32, blend=16, batch_size=self.config.batch_size)
         was_training = self.model.net.training
         self.model.net.eval()
         try:
-            for i, view in enumerate(self.views):
-                offset, scale = self._stats[i]
-                flat = self.labels[i].reshape(-1, view.height, view.width)
-                for s in range(view.n_slices):
-                    if not (self.class_map.to_index(flat[s]) >= 0).any():
-                        continue
-
-                    def read(ys, xs, s=s, view=view, offset=offset, scale=scale):
-                        return (view.read(s, ys, xs) - offset) / scale
-
-                    probs = self.model.probabilities(read, view.height, view.width, tile)
-                    confident = probs.max(0) >= cfg.pseudo_threshold
-                    self._pseudo[(i, s)] = np.where(confident, probs.argmax(0), -1)
+            for n, (key, read, height, width) in enumerate(self._painted_slices()):
+                if limit is not None and n >= limit:
+                    break
+                region = None
+                if max_side is not None:
+                    y0, x0 = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+                    region = (y0, min(height, y0 + max_side), x0, min(width, x0 + max_side))
+                yield key, self.model.probabilities(read, height, width, tile, region=region, prior=prior)
         finally:
             self.model.net.train(was_training)
+
+    def _pseudo_label(self) -> None:
+        """Label confident unpainted pixels of every painted slice with the current prediction."""
+        for key, probs in list(self._slice_probabilities()):
+            confident = probs.max(0) >= self.config.pseudo_threshold
+            self._pseudo[key] = np.where(confident, probs.argmax(0), -1)
         for i in range(len(self.views)):
             self._load_slices(i, self.labels[i], previous=None)
         log.info("Pseudo-labels refreshed on %d slice(s).", len(self._pseudo))
 
-    def _estimate_prior(self, max_side: int = 1024) -> None:
-        """Class frequencies of the painted slices (a central window of at most ``max_side``)."""
-        tile = TileConfig(tile_size=256, halo=32, blend=16, batch_size=self.config.batch_size)
-        probs = []
-        was_training = self.model.net.training
-        self.model.net.eval()
-        try:
-            for i, view in enumerate(self.views):
-                offset, scale = self._stats[i]
-                flat = self.labels[i].reshape(-1, view.height, view.width)
-                for s in range(view.n_slices):
-                    if not (self.class_map.to_index(flat[s]) >= 0).any():
-                        continue
-                    y0 = max(0, (view.height - max_side) // 2)
-                    x0 = max(0, (view.width - max_side) // 2)
-                    region = (y0, min(view.height, y0 + max_side), x0, min(view.width, x0 + max_side))
-
-                    def read(ys, xs, s=s, view=view, offset=offset, scale=scale):
-                        return (view.read(s, ys, xs) - offset) / scale
-
-                    probs.append(self.model.probabilities(read, view.height, view.width, tile, region=region,
-                                                          prior=False))
-                    if len(probs) >= 8:
-                        break
-        finally:
-            self.model.net.train(was_training)
+    def _estimate_prior(self) -> None:
+        """Class frequencies on (a central 1024-pixel window of) up to 8 painted slices."""
+        probs = [p for _, p in self._slice_probabilities(max_side=1024, limit=8, prior=False)]
         if probs:
             self.model.class_prior = estimate_class_prior(probs).astype(np.float32)
             log.info("Estimated class frequencies %s", np.round(self.model.class_prior, 3))
 
-    def update_labels(self, i: int, labels) -> None:
+    def update_labels(self, i: int, labels, pixel_weights=None) -> None:
         """Replace the labels of image ``i``; the running loop uses them from its next step.
 
         Thread-safe. Ids the model does not know yet are ignored until the next `Trainer`.
+        ``pixel_weights`` replaces that image's weight map when the Trainer was given them.
         """
         labels = np.array(labels, copy=True)
         if labels.shape != tuple(self.views[i].shape):
             raise InputError(f"New labels have shape {labels.shape}, expected {self.views[i].shape}.")
+        weights = self._weight_map(i, pixel_weights)
         with self._lock:
-            self._pending[i] = labels
+            self._pending[i] = (labels, weights)
 
     def _apply_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-        for i, labels in pending.items():
+        for i, (labels, weights) in pending.items():
+            if weights is not None:
+                self._pixel_weights[i] = weights
             self._load_slices(i, labels, previous=self.labels[i])
             self.labels[i] = labels
 

@@ -147,3 +147,16 @@ def test_training_estimates_class_frequencies():
     assert prior is not None and prior.shape == (2,) and abs(prior.sum() - 1) < 1e-5
     off = fit(image, _strokes(truth), config=TrainConfig(steps=1, time_budget=None, class_prior=False, **TINY))
     assert off.model.class_prior is None
+
+
+def test_pseudo_labels_and_smoothness_options_train():
+    image, truth = _blobs()
+    strokes = _strokes(truth)
+    trainer = Trainer(image, strokes, config=TrainConfig(steps=4, time_budget=None, pseudo_labels=True,
+                                                         pseudo_threshold=0.0, smoothness_weight=1.0, **TINY))
+    for _ in trainer.run():
+        pass
+    assert trainer._pseudo  # confident (threshold 0: all) pixels were labelled
+    key = next(iter(trainer._pseudo))
+    assert (trainer._pseudo[key] >= 0).all()
+    assert np.array_equal(trainer.labels[0], strokes)  # the user's strokes are untouched
