@@ -13,6 +13,7 @@ from napari.layers import Image, Labels
 
 __all__ = [
     "DEFAULT_CLASSES",
+    "OBJECT_CLASSES",
     "ImageInfo",
     "View",
     "accept_into",
@@ -29,6 +30,8 @@ __all__ = [
 
 #: Classes of a new annotation layer: ``{label id: name}``; 0 stays "not painted".
 DEFAULT_CLASSES: dict[int, str] = {1: "background", 2: "foreground"}
+#: The class table of an annotation in objects mode: 1 is background, every other id one object.
+OBJECT_CLASSES: dict[int, str] = {1: "background", 2: "object (other ids: one object each; 'new label' gives one)"}
 
 _CLASSES_KEY = "napari_unet_classes"
 
@@ -80,21 +83,23 @@ def class_names_of(layer: Labels) -> dict[int, str]:
     return names
 
 
-def new_annotation_layer(viewer, image: Image) -> Labels:
+def new_annotation_layer(viewer, image: Image, objects: bool = False) -> Labels:
     """Add an empty ``"<image> annotation"`` labels layer over ``image``, ready to paint.
 
     It has the image's spatial shape, scale and translation, the default classes and
-    the brush set to the foreground class.
+    the brush set to the foreground class. With ``objects`` (objects mode) it is uint16,
+    so that every object can have its own id, and its class table explains that.
     """
     info = image_info(image)
+    classes = OBJECT_CLASSES if objects else DEFAULT_CLASSES
     layer = viewer.add_labels(
-        np.zeros(info.spatial_shape, dtype=np.uint8),
+        np.zeros(info.spatial_shape, dtype=np.uint16 if objects else np.uint8),
         name=annotation_name(image),
         scale=image.scale,
         translate=image.translate,
-        metadata={_CLASSES_KEY: dict(DEFAULT_CLASSES)},
+        metadata={_CLASSES_KEY: dict(classes)},
     )
-    layer.selected_label = max(DEFAULT_CLASSES)
+    layer.selected_label = max(classes)
     layer.brush_size = 6
     layer.mode = "paint"
     return layer

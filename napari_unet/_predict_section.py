@@ -144,8 +144,16 @@ class PredictSection(QGroupBox):
         if annotation is None or name not in owner.viewer.layers:
             show_warning("Nothing to accept: choose an annotation layer and predict first.")
             return 0
+        prediction = np.asarray(owner.viewer.layers[name].data)
+        if owner.model is not None and owner.model.info.get("mode") == "objects":
+            # objects mode: predicted background -> 1, object k -> a fresh id above those painted
+            offset = max(int(np.max(annotation.data)), 1)
+            prediction = np.where(prediction > 0, prediction.astype(np.int64) + offset, 1)
+            if prediction.max() > np.iinfo(annotation.data.dtype).max:
+                show_error(f"Too many objects for the {annotation.data.dtype} annotation layer.")
+                return 0
         try:
-            filled = _layers.accept_into(annotation, owner.viewer.layers[name].data)
+            filled = _layers.accept_into(annotation, prediction)
         except ValueError as error:
             show_error(str(error))
             return 0

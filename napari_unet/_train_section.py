@@ -18,6 +18,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QProgressBar, QPushButton, QSpinBox
 
 from src_models import TrainConfig, Trainer
+from src_models.objects import objects_trainer, objects_training_labels
 
 from . import _layers
 from ._loss_plot import LossPlot
@@ -53,6 +54,7 @@ class TrainSection(QGroupBox):
         self._clicked_at = 0.0
         self._image: Image | None = None
         self._painted: Labels | None = None
+        self._objects = False
         self._view: _layers.View | None = None
         self._push_timer = QTimer(self, singleShot=True, interval=250)
 
@@ -108,13 +110,23 @@ class TrainSection(QGroupBox):
             return False
         info = _layers.image_info(image)
         pixels = _layers.image_array(image)
+        objects = owner.mode() == "objects"
+        model = owner.model
+        if model is not None and (model.info.get("mode") == "objects") != objects:
+            show_warning(f"The current model was not trained in {owner.mode()} mode: training a new model.")
+            model = None
         try:
-            trainer = Trainer([pixels], [np.array(annotation.data)], config=self.config(), model=owner.model,
-                              channel_axis=info.channel_axis, class_names=owner.class_names())
+            if objects:
+                trainer = objects_trainer([pixels], [np.array(annotation.data)], config=self.config(), model=model,
+                                          channel_axis=info.channel_axis)
+            else:
+                trainer = Trainer([pixels], [np.array(annotation.data)], config=self.config(), model=model,
+                                  channel_axis=info.channel_axis, class_names=owner.class_names())
         except ValueError as error:  # InputError and invalid settings: one sentence for the user
             show_error(str(error))
             return False
         self._trainer, self._image, self._painted = trainer, image, annotation
+        self._objects = objects
         self._cancel = threading.Event()
         self._clicked_at = time.perf_counter()
         self.first_preview_seconds = None
@@ -155,7 +167,12 @@ class TrainSection(QGroupBox):
         if self._trainer is None or self._painted is None:
             return
         try:
-            self._trainer.update_labels(0, np.array(self._painted.data))
+            painted = np.array(self._painted.data)
+            if self._objects:  # the trainer learns background / interior / boundary with border weights
+                classes, weights = objects_training_labels(painted, self._trainer.config)
+                self._trainer.update_labels(0, classes, pixel_weights=weights)
+            else:
+                self._trainer.update_labels(0, painted)
         except ValueError as error:
             show_warning(f"New strokes not used: {error}")
             return

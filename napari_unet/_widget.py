@@ -43,6 +43,9 @@ __all__ = ["UNetWidget"]
 
 log = logging.getLogger(__name__)
 
+MODES = ("classes", "objects")
+OBJECTS_HINT = ("Objects mode: paint 1 on background and give every object its own id (napari's "
+                "'new label', M); strokes inside objects are enough. Prediction gives one id per object.")
 PRESETS = ("small", "large", "auto")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODEL_FILTER = "U-Net model (*.safetensors);;All files (*)"
@@ -93,7 +96,16 @@ class UNetWidget(QWidget):
         self._new_annotation_btn = QPushButton("New annotation layer")
         self._new_annotation_btn.setToolTip("Add an empty labels layer of the image's shape to paint on.")
         self._classes = ClassTable()
+        self._mode_combo = QComboBox()
+        self._mode_combo.addItems(MODES)
+        self._mode_combo.setToolTip("classes: every id is a class. objects: 1 = background, "
+                                    "every other id one object; prediction separates touching objects.")
+        self._mode_hint = QLabel(OBJECTS_HINT)
+        self._mode_hint.setWordWrap(True)
+        self._mode_hint.setVisible(False)
         data = QFormLayout()
+        data.addRow("Mode", self._mode_combo)
+        data.addRow(self._mode_hint)
         data.addRow("Image", self._image_combo)
         data.addRow("Annotation", self._annotation_combo)
         annotation_buttons = QHBoxLayout()
@@ -159,6 +171,7 @@ class UNetWidget(QWidget):
         self._image_combo.currentTextChanged.connect(self._on_image_changed)
         self._annotation_combo.currentTextChanged.connect(self._on_annotation_changed)
         self._new_annotation_btn.clicked.connect(self.new_annotation_layer)
+        self._mode_combo.currentTextChanged.connect(self._on_mode_changed)
         self._device_combo.currentTextChanged.connect(self._update_device_label)
         self._preset_combo.currentTextChanged.connect(self._update_model_label)
         self._new_model_btn.clicked.connect(lambda: self.set_model(None))
@@ -221,11 +234,25 @@ class UNetWidget(QWidget):
         if image is None:
             show_warning("Open an image first: the annotation layer takes the image's shape.")
             return None
-        layer = _layers.new_annotation_layer(self.viewer, image)
+        layer = _layers.new_annotation_layer(self.viewer, image, objects=self.mode() == "objects")
         self._annotation_combo.setCurrentText(layer.name)
         self._classes.select(layer.selected_label)
         self.viewer.layers.selection.active = layer
         return layer
+
+    def mode(self) -> str:
+        """``"classes"`` or ``"objects"`` (one id per object, instance prediction)."""
+        return self._mode_combo.currentText()
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+        self._mode_combo.setCurrentText(mode)
+
+    def _on_mode_changed(self, mode: str) -> None:
+        objects = mode == "objects"
+        self._mode_hint.setVisible(objects)
+        self._classes.add_button.setVisible(not objects)
 
     # -- model and device -----------------------------------------------------------------
     def _update_device_label(self, *_) -> None:
@@ -245,7 +272,8 @@ class UNetWidget(QWidget):
         else:
             config, classes = self.model.config, self.model.class_map
             steps = int(self.model.info.get("steps", 0))
-            text = (f"Model: depth {config.depth}, width {config.base_width}, "
+            kind = "objects, " if self.model.info.get("mode") == "objects" else ""
+            text = (f"Model: {kind}depth {config.depth}, width {config.base_width}, "
                     f"{classes.n_classes} classes ({', '.join(classes.names)}), {steps} steps trained. "
                     "Train again to fine-tune it.")
         self._model_label.setText(text)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from src_models import Cancelled
+from src_models.objects import predict_objects
 
 from ._layers import View
 
@@ -27,6 +28,7 @@ __all__ = [
     "TrainUpdate",
     "predict_jobs",
     "predict_view",
+    "segment",
     "start",
     "train_with_previews",
 ]
@@ -52,12 +54,19 @@ class TrainUpdate:
     preview: Preview | None = None
 
 
+def segment(model, image, **options) -> np.ndarray:
+    """Labels of ``image``: one id per object for a model trained in objects mode, else class ids."""
+    if model.info.get("mode") == "objects":
+        return predict_objects(model, image, **options)
+    return model.predict(image, **options)
+
+
 def predict_view(model, image: np.ndarray, channel_axis: int | None, view: View, step: int, tile) -> Preview:
     """Predict the field of view that ``view`` names (the plane's normalisation, real context)."""
     start_time = time.perf_counter()
     plane = image[view.index] if view.index else image
     region = (view.rows.start, view.rows.stop, view.cols.start, view.cols.stop)
-    labels = model.predict(plane, channel_axis=None if channel_axis is None else -1, tile=tile, region=region)
+    labels = segment(model, plane, channel_axis=None if channel_axis is None else -1, tile=tile, region=region)
     return Preview(view=view, labels=labels, step=step, seconds=time.perf_counter() - start_time)
 
 
@@ -143,9 +152,7 @@ def predict_jobs(
     for number, job in enumerate(jobs):
         box.next_job(number)
         try:
-            labels = model.predict(
-                job.image, channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel
-            )
+            labels = segment(model, job.image, channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel)
         except Cancelled:
             return
         yield job, labels

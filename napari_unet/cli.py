@@ -1,8 +1,9 @@
 """``napari-unet`` command line: train from painted labels, predict masks tile by tile.
 
     napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N]
-                      [--device auto|cpu|cuda|mps] [--from MODEL] [--dense] [--preset small|large|auto]
+                      [--device auto|cpu|cuda|mps] [--from MODEL] [--dense] [--preset small|large|auto] [--objects]
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--device ...] [--tta] [--overwrite]
+                        [--objects] [--semantic]
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
 
 Every user mistake ends with one sentence on stderr and exit status 2, never a traceback.
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--from", dest="from_model", default=None, metavar="MODEL_FILE",
                        help="continue training (fine-tune) this model")
     train.add_argument("--dense", action="store_true", help="label 0 is background (fully painted masks)")
+    train.add_argument("--objects", action="store_true",
+                       help="objects (instance) mode: label 1 = background, every other id one object "
+                            "(with --dense: 0 = background, every id > 0 one object)")
     train.add_argument("--preset", default="auto", choices=["auto", "small", "large"],
                        help="network size (auto: large on CUDA, small otherwise)")
     train.add_argument("--batch-size", type=int, default=None)
@@ -52,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
     predict.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
+    predict.add_argument("--objects", action="store_true",
+                         help="write one id per object (automatic for models trained with --objects)")
+    predict.add_argument("--semantic", action="store_true",
+                         help="with objects: also write DIR/<image stem>_classes.tif (background/interior/boundary)")
 
     view = sub.add_parser("view", help="open napari with the U-Net panel and an image (the sample by default)")
     view.add_argument("images", nargs="*", metavar="IMG", help="images to open (default: the sample image)")
@@ -70,8 +78,9 @@ def _progress_bar(total, desc, quiet, unit):
 def _train(args) -> int:
     import numpy as np
 
-    from src_models import InputError, Trainer, TrainConfig, UNetModel, read_image
+    from src_models import InputError, TrainConfig, Trainer, UNetModel, read_image
     from src_models.images import guess_channel_axis
+    from src_models.objects import objects_trainer
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -105,7 +114,14 @@ def _train(args) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     start_model = UNetModel.load(args.from_model, device=args.device) if args.from_model else None
-    trainer = Trainer(images, labels, config=config, model=start_model, channel_axis=channel_axis)
+    if args.objects:
+        try:
+            trainer = objects_trainer(images, labels, dense=args.dense, config=config, model=start_model,
+                                      channel_axis=channel_axis)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    else:
+        trainer = Trainer(images, labels, config=config, model=start_model, channel_axis=channel_axis)
     log.info("Training on %s, classes %s", trainer.device, trainer.class_map.ids)
     total = args.steps if budget is None else int(round(budget))
     cancel = threading.Event()
@@ -135,11 +151,31 @@ def _train(args) -> int:
     return 130 if result.stopped else 0
 
 
+#: Images with more pixels than this are predicted from the file tile by tile into an uncompressed TIFF.
+_STREAM_PIXELS = 64 * 2**20
+
+
 def _predict(args) -> int:
-    from src_models import InputError, TileConfig, UNetModel, read_image, write_labels_tiff
+    import numpy as np
+
+    from src_models import (
+        InputError,
+        TileConfig,
+        UNetModel,
+        read_image,
+        write_labels_tiff,
+    )
     from src_models.images import guess_channel_axis
+    from src_models.io import create_labels_tiff, open_image_lazily
+    from src_models.objects import predict_objects
 
     model = UNetModel.load(args.model, device=args.device)
+    objects = args.objects or model.info.get("mode") == "objects"
+    if objects and not {1, 2} <= set(model.class_map.ids):
+        raise InputError(f"{args.model} was not trained in objects mode (its classes are "
+                         f"{list(model.class_map.ids)}); train it with --objects.")
+    if args.semantic and not objects:
+        raise InputError("--semantic goes with objects mode (--objects or a model trained with --objects).")
     out_dir = Path(args.out_dir)
     targets = [out_dir / f"{Path(p).stem}_mask.tif" for p in args.images]
     if len(set(targets)) != len(targets):
@@ -149,7 +185,10 @@ def _predict(args) -> int:
         raise InputError(f"{existing[0]} already exists; choose another --out-dir or add --overwrite.")
     tile = TileConfig(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
-        image = read_image(path)
+        suffix = Path(path).suffix.lower()
+        lazy = open_image_lazily(path) if suffix in (".tif", ".tiff", ".zarr") else None
+        big = lazy is not None and not objects and np.prod(lazy.shape, dtype=np.int64) > _STREAM_PIXELS
+        image = lazy if big else np.asarray(lazy) if suffix == ".zarr" else read_image(path)
         try:
             axis = guess_channel_axis(image.shape, n_channels=model.config.in_channels)
         except InputError as exc:
@@ -161,13 +200,37 @@ def _predict(args) -> int:
             bar.n = done
             bar.refresh()
 
+        classes_meta = {"class_ids": list(model.class_map.ids), "class_names": list(model.class_map.names)}
+        if big:  # stream: tiles are read from the file and label bands written to an uncompressed TIFF
+            from src_models.images import ImageView
+
+            out = create_labels_tiff(target, ImageView(image, axis).shape, model.class_map.dtype,
+                                     overwrite=args.overwrite, metadata=classes_meta)
+            try:
+                model.predict(image, channel_axis=axis, tile=tile, progress=progress, out=out)
+                out.flush()
+            finally:
+                bar.close()
+                del out
+            print(f"{path} -> {target} (uncompressed, streamed)")
+            continue
         try:
-            labels = model.predict(image, channel_axis=axis, tile=tile, progress=progress)
+            if objects:
+                labels, classes = predict_objects(model, image, channel_axis=axis, tile=tile, progress=progress,
+                                                  semantic=True)
+            else:
+                labels = model.predict(image, channel_axis=axis, tile=tile, progress=progress)
         finally:
             bar.close()
-        write_labels_tiff(target, labels, overwrite=args.overwrite,
-                          metadata={"class_ids": list(model.class_map.ids),
-                                    "class_names": list(model.class_map.names)})
+        if objects:
+            write_labels_tiff(target, labels, overwrite=args.overwrite, metadata={"mode": "objects"},
+                              min_dtype=np.uint16)
+            if args.semantic:
+                write_labels_tiff(out_dir / f"{Path(path).stem}_classes.tif", classes, overwrite=args.overwrite,
+                                  metadata=classes_meta)
+            print(f"{path} -> {target} {labels.shape} {int(labels.max())} objects")
+            continue
+        write_labels_tiff(target, labels, overwrite=args.overwrite, metadata=classes_meta)
         print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in set(labels.ravel().tolist()))}")
     return 0
 

@@ -13,13 +13,19 @@ import numpy as np
 __all__ = ["estimate_class_prior", "apply_class_prior"]
 
 
-def estimate_class_prior(probabilities, iterations: int = 50, tol: float = 1e-5) -> np.ndarray:
+def estimate_class_prior(probabilities, iterations: int = 50, tol: float = 1e-5,
+                         floor: float = 0.1) -> np.ndarray:
     """Estimate class frequencies from probabilities made under a uniform prior.
+
+    No class is given less than ``floor / K``: an under-trained network can make the
+    estimate run away (all background), which would erase every object from predictions.
 
     Parameters
     ----------
     probabilities : sequence of ndarray ``(K, ...)``
         Softmax outputs for the pixels of one or more images.
+    floor : float
+        Least frequency of a class, as a fraction of the uniform ``1 / K``.
 
     Returns
     -------
@@ -44,7 +50,7 @@ def estimate_class_prior(probabilities, iterations: int = 50, tol: float = 1e-5)
             prior = new
             break
         prior = new
-    return prior
+    return (1.0 - floor) * prior + floor / k  # a mixture with uniform: every class keeps floor / K
 
 
 def apply_class_prior(probabilities: np.ndarray, prior, axis: int = 1) -> np.ndarray:

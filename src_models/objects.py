@@ -98,9 +98,9 @@ def objects_to_classes(labels, dense: bool = False, boundary_width: int = 2) -> 
         # background counting as id 0 and unpainted pixels as this pixel's own id
         known = np.where(background, 0, objects)
         high = ndimage.maximum_filter(np.where(inside | background, known, -1), size=size, mode="nearest")
-        low = ndimage.minimum_filter(np.where(inside | background, known, np.iinfo(np.int64).max),
+        low = ndimage.minimum_filter(np.where(inside | background, known, objects.max() + 1),
                                      size=size, mode="nearest")
-        near_other = inside & ((high != objects) | (low != objects))
+        near_other = inside & ((high > objects) | (low < objects))
         target[near_other] = BOUNDARY
     return out
 
@@ -133,8 +133,8 @@ def object_border_weights(labels, dense: bool = False, w0: float = 10.0, sigma: 
     flat = weights.reshape(-1, *labels.shape[-2:])
     for plane, target in zip(_planes(labels), flat):
         objects = _object_ids(plane, dense)
-        ids, compact = np.unique(objects, return_inverse=True)
-        compact = compact.reshape(objects.shape) - (1 if ids[0] == 0 else 0) + (0 if ids[0] == 0 else 1)
+        ids, compact = np.unique(objects, return_inverse=True)  # ids 1..N for border_weight_map
+        compact = compact.reshape(objects.shape) + (0 if ids[0] == 0 else 1)
         target[:] = border_weight_map(np.where(objects > 0, compact, 0), w0, sigma)
     return weights
 
@@ -143,13 +143,21 @@ def _smallest_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint16) if n <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
-def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDARY), *, seed_threshold: float = 0.5,
-                                 min_size: int = 16, min_seed_size: int = 4) -> np.ndarray:
+def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDARY), *, seeds: str = "interior",
+                                 seed_threshold: float = 0.5, min_distance: int = 5, min_size: int = 16,
+                                 min_seed_size: int = 4) -> np.ndarray:
     """One id per object from background / interior / boundary probabilities (seeded watershed).
 
-    Seeds are the connected components of confident interior (interior probability above
-    ``seed_threshold`` and above the boundary's); the foreground (interior + boundary more
-    likely than background) is flooded from them on the negated interior probability.
+    The foreground is where interior + boundary are more likely than background. Its core
+    (interior at least as likely as boundary: predicted boundaries cut touching objects apart)
+    gives the seeds, and the whole foreground is flooded from them:
+
+    * ``seeds="interior"`` (default): seeds are the connected components of confident interior
+      (probability above ``seed_threshold``), flooding on the negated interior probability;
+    * ``seeds="distance"``: seeds at the maxima of the core's distance transform at least
+      ``min_distance`` apart, flooding on the negated distance — splits touching round objects
+      even where the network found no boundary between them.
+
     Foreground components without a seed become objects of their own.
 
     Parameters
@@ -159,8 +167,12 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
     class_ids : sequence of int
         The label id of each channel; must contain 1 (background) and 2 (interior); 3
         (boundary) may be missing (a model whose strokes never touched a boundary).
+    seeds : {"distance", "interior"}
+        How seeds are found (see above).
     seed_threshold : float
-        Interior probability a seed pixel needs, in ``(0, 1)``.
+        Interior probability a seed pixel needs with ``seeds="interior"``, in ``(0, 1)``.
+    min_distance : int
+        Smallest distance between two seeds (pixels) with ``seeds="distance"``.
     min_size : int
         Objects smaller than this (pixels) are dropped.
     min_seed_size : int
@@ -182,26 +194,39 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
                          f"got {ids}. Was this model trained in objects mode?")
     if not 0.0 < seed_threshold < 1.0:
         raise ValueError(f"seed_threshold must lie in (0, 1), got {seed_threshold}.")
-    if min_size < 0 or min_seed_size < 0:
-        raise ValueError("min_size and min_seed_size must not be negative.")
+    if seeds not in ("distance", "interior"):
+        raise ValueError(f"seeds must be 'distance' or 'interior', got {seeds!r}.")
+    if min_size < 0 or min_seed_size < 0 or min_distance < 1:
+        raise ValueError("min_size and min_seed_size must not be negative, min_distance at least 1.")
     p_bg = probs[ids.index(BACKGROUND)]
     p_in = probs[ids.index(INTERIOR)]
     p_bd = probs[ids.index(BOUNDARY)] if BOUNDARY in ids else np.zeros_like(p_in)
     foreground = (p_in + p_bd) > p_bg
-    seeds, n = ndimage.label((p_in > seed_threshold) & (p_in > p_bd) & foreground)
-    if n and min_seed_size > 1:
-        sizes = np.bincount(seeds.ravel())
-        small = sizes < min_seed_size
-        small[0] = False
-        seeds[small[seeds]] = 0
+    core = foreground & (p_in >= p_bd)
+    if seeds == "distance":
+        from skimage.feature import peak_local_max
+
+        elevation = -ndimage.distance_transform_edt(core)
+        core_parts, _ = ndimage.label(core)
+        peaks = peak_local_max(-elevation, min_distance=min_distance, labels=core_parts, exclude_border=False)
+        markers = np.zeros(core.shape, np.int64)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    else:
+        elevation = -p_in
+        markers, n = ndimage.label(core & (p_in > seed_threshold))
+        if n and min_seed_size > 1:
+            sizes = np.bincount(markers.ravel())
+            small = sizes < min_seed_size
+            small[0] = False
+            markers[small[markers]] = 0
     # foreground components holding no seed keep their own id
     parts, n_parts = ndimage.label(foreground)
     if n_parts:
         seeded = np.zeros(n_parts + 1, dtype=bool)
-        seeded[np.unique(parts[seeds > 0])] = True
+        seeded[np.unique(parts[markers > 0])] = True
         orphan = ~seeded[parts] & foreground
-        seeds = np.where(orphan, parts + int(seeds.max()), seeds)
-    instances = watershed(-p_in, markers=seeds, mask=foreground)
+        markers = np.where(orphan, parts + int(markers.max()), markers)
+    instances = watershed(elevation, markers=markers, mask=foreground)
     if min_size > 1 and instances.any():
         sizes = np.bincount(instances.ravel())
         instances[(sizes < min_size)[instances]] = 0
@@ -259,7 +284,7 @@ def objects_training_labels(labels, config=None, *, dense: bool = False, boundar
 
 
 def predict_objects(model, image, channel_axis=None, tile=None, progress=None, cancel=None, semantic: bool = False,
-                    **instance_options):
+                    region=None, **instance_options):
     """Segment objects: class probabilities from ``model``, then one id per object.
 
     Parameters
@@ -272,6 +297,8 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
         As for `UNetModel.predict`.
     semantic : bool
         Also return the predicted class map (1 background, 2 interior, 3 boundary).
+    region : (y0, y1, x0, x1), optional
+        Only this window of every slice (see `UNetModel.predict`).
     **instance_options
         Passed to `instances_from_probabilities` (``seed_threshold``, ``min_size``, ...).
 
@@ -283,7 +310,7 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
     classes : ndarray, only with ``semantic=True``
     """
     classes, probs = model.predict(image, channel_axis=channel_axis, tile=tile, probabilities=True,
-                                   progress=progress, cancel=cancel)
+                                   progress=progress, cancel=cancel, region=region)
     ids = list(model.class_map.ids)
     flat = probs.reshape(-1, *probs.shape[-3:])
     planes, offset = [], 0

@@ -7,6 +7,7 @@ lazy arrays tile by tile, and saves to / loads from one safe file (see `checkpoi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Callable
 
@@ -166,7 +167,8 @@ class UNetModel:
 
     def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
                 probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
-                cancel=None, out=None, region: tuple[int, int, int, int] | None = None):
+                cancel=None, out=None, region: tuple[int, int, int, int] | None = None,
+                notice: Callable[[str], None] | None = None):
         """Segment an image, a multichannel image or a stack, tile by tile.
 
         Parameters
@@ -191,6 +193,10 @@ class UNetModel:
             Predict only this window of every slice (e.g. the field of view of a live
             preview), with the whole image's normalisation and real context around it;
             the result then has the window's spatial size.
+        notice : callable, optional
+            ``notice(message)`` when the GPU runs out of memory and prediction goes on with
+            fewer tiles per batch, smaller tiles or on the CPU (also logged as a warning); after
+            a move to the CPU the model stays there (``model.to("cuda")`` moves it back).
 
         Returns
         -------
@@ -231,11 +237,11 @@ class UNetModel:
 
                 stack_idx = np.unravel_index(s, view.stack_shape) if view.stack_shape else ()
                 for (y0, y1), n_tiles in zip(bands, per_band):
-                    region_probs = self.probabilities(
+                    region_probs, tile = self._probabilities_or_retry(
                         read, view.height, view.width, tile, region=(y0, y1, rx0, rx1),
                         progress=None if progress is None else
                         (lambda d, base=done_before: progress(base + d, total)),
-                        cancel=cancel)
+                        cancel=cancel, notice=notice)
                     done_before += n_tiles
                     rows = slice(y0 - ry0, y1 - ry0)
                     labels[(*stack_idx, rows)] = self.class_map.to_ids(region_probs.argmax(0))
@@ -244,6 +250,38 @@ class UNetModel:
         finally:
             self.net.train(was_training)
         return (labels, probs) if probabilities else labels
+
+    def _probabilities_or_retry(self, read, height, width, tile: TileConfig, *, region, progress, cancel,
+                                notice=None) -> tuple[np.ndarray, TileConfig]:
+        """`probabilities` of one band; on CUDA out-of-memory, retry smaller, then on the CPU.
+
+        Steps: half the tiles per batch (down to 1), then half the tile side (while the core
+        keeps at least two pooling multiples), then the CPU with the original tiles. Returns
+        the probabilities and the tile settings that worked (used for the following bands).
+        """
+        original = tile
+        while True:
+            try:
+                return self.probabilities(read, height, width, tile, region=region, progress=progress,
+                                          cancel=cancel), tile
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+            torch.cuda.empty_cache()
+            smaller = tile.tile_size // 2
+            if tile.batch_size > 1:
+                tile = dataclasses.replace(tile, batch_size=tile.batch_size // 2)
+                message = f"GPU out of memory: retrying with {tile.batch_size} tile(s) per batch."
+            elif smaller >= 2 * tile.halo + 2 * self.config.size_multiple:
+                tile = dataclasses.replace(tile, tile_size=smaller)
+                message = f"GPU out of memory: retrying with {smaller}-pixel tiles."
+            else:
+                self.to("cpu")
+                tile = original
+                message = "GPU out of memory even with the smallest tiles: predicting on the CPU (slower)."
+            log.warning(message)
+            if notice is not None:
+                notice(message)
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path) -> None:

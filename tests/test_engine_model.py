@@ -186,3 +186,11 @@ def test_class_prior_travels_in_the_model_file(tmp_path):
     np.testing.assert_allclose(loaded.class_prior, [0.25, 0.75])
     image = np.random.default_rng(1).random((32, 32)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(image), loaded.predict(image))
+
+
+def test_class_prior_estimate_cannot_run_away():
+    from src_models.calibration import estimate_class_prior
+
+    nearly_all_background = np.stack([np.full(1000, 0.999), np.full(1000, 0.001)])
+    prior = estimate_class_prior([nearly_all_background])
+    assert prior[1] >= 0.05 - 1e-9 and abs(prior.sum() - 1) < 1e-9

@@ -1,0 +1,190 @@
+"""Objects (instance) mode: training targets from painted objects, seeded watershed, the CLI
+train/predict round trip on a real DSB 2018 image, and the plugin's mode switch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+from skimage.draw import disk
+
+from src_models import TrainConfig, Trainer
+from src_models.metrics import average_precision
+from src_models.objects import (
+    BACKGROUND,
+    BOUNDARY,
+    INTERIOR,
+    instances_from_probabilities,
+    object_border_weights,
+    objects_to_classes,
+    objects_trainer,
+)
+
+DSB_IMAGE = "c0c4a829c8d3"  # 256 x 256, 15 nuclei in 11 connected groups: several touch
+
+
+def two_touching_discs(shape=(64, 64)):
+    labels = np.zeros(shape, np.uint16)
+    for obj_id, cx in ((1, 22), (2, 41)):
+        rr, cc = disk((32, cx), 10, shape=shape)
+        labels[rr, cc] = obj_id
+    assert ndimage.label(labels > 0)[1] == 1  # one connected blob
+    return labels
+
+
+def one_hot(classes, ids=(BACKGROUND, INTERIOR, BOUNDARY)):
+    return np.stack([(classes == c).astype(np.float32) for c in ids])
+
+
+def test_touching_objects_get_a_boundary_between_them():
+    labels = two_touching_discs()
+    classes = objects_to_classes(labels, dense=True)
+    assert classes.dtype == np.uint8 and set(np.unique(classes)) == {BACKGROUND, INTERIOR, BOUNDARY}
+    # the row through both centres: interior, then boundary where the discs meet, then interior
+    row = classes[32, 22:42]
+    assert row[0] == INTERIOR and row[-1] == INTERIOR
+    assert (row == BOUNDARY).sum() >= 2
+    assert (classes[labels == 0] == BACKGROUND).all()
+
+
+def test_strokes_convention_keeps_strokes_inside_objects_interior():
+    painted = np.zeros((40, 40), np.uint8)
+    painted[5:8, 5:35] = 1          # background stroke
+    painted[20:23, 10:18] = 2       # stroke inside object 2
+    painted[20:23, 19:27] = 3       # object 3 touching object 2 (one pixel gap)
+    classes = objects_to_classes(painted)
+    assert (classes[painted == 0] == 0).all()                 # unpainted stays unpainted
+    assert (classes[painted == 1] == BACKGROUND).all()
+    assert classes[21, 11] == INTERIOR                        # far from other ids: interior
+    assert classes[21, 17] == BOUNDARY and classes[21, 19] == BOUNDARY
+    weights = object_border_weights(painted)
+    assert weights.dtype == np.float32 and weights[21, 18] > 5 > weights[30, 30]
+
+
+def test_bad_arguments_raise_value_errors():
+    with pytest.raises(ValueError, match="whole-number"):
+        objects_to_classes(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="boundary_width"):
+        objects_to_classes(np.zeros((4, 4), np.uint8), boundary_width=-1)
+    with pytest.raises(ValueError, match="objects mode"):
+        instances_from_probabilities(np.zeros((2, 4, 4)), class_ids=(1, 5))
+
+
+@pytest.mark.parametrize("seeds", ["interior", "distance"])
+def test_watershed_splits_two_touching_discs(seeds):
+    labels = two_touching_discs()
+    probs = one_hot(objects_to_classes(labels, dense=True))
+    instances = instances_from_probabilities(probs, seeds=seeds)
+    assert instances.dtype == np.uint16 and instances.shape == labels.shape
+    assert instances.max() == 2
+    assert average_precision(labels, instances) == 1.0
+    # without a boundary channel, a dip of the interior probability still splits them
+    no_boundary = probs[:2].copy()
+    no_boundary[1] = ndimage.gaussian_filter(probs[1], 1)
+    no_boundary[0] = 1 - no_boundary[1] - ndimage.gaussian_filter(probs[2], 1) * 0.5
+    assert instances_from_probabilities(no_boundary, class_ids=(1, 2)).max() == 2
+
+
+def _dsb(shared_data):
+    root = shared_data / "dsb2018"
+    return (tifffile.imread(root / "images" / f"{DSB_IMAGE}.tif"),
+            tifffile.imread(root / "labels" / f"{DSB_IMAGE}.tif"))
+
+
+def test_instances_from_a_real_dsb_image_split_touching_nuclei(shared_data):
+    _, truth = _dsb(shared_data)
+    groups = ndimage.label(truth > 0)[1]
+    probs = one_hot(objects_to_classes(truth, dense=True))
+    instances = instances_from_probabilities(probs, min_size=4)
+    assert instances.max() > groups                           # touching nuclei came apart
+    assert average_precision(truth, instances) > 0.8
+
+
+def test_trainer_takes_pixel_weights_and_live_updates():
+    labels = two_touching_discs()
+    image = (labels > 0).astype(np.float32) + 0.1 * np.random.default_rng(0).random(labels.shape)
+    config = TrainConfig(steps=2, patch_size=32, batch_size=2, class_prior=False, device="cpu")
+    trainer = objects_trainer(image, labels, dense=True, config=config)
+    assert trainer.model.info["mode"] == "objects"
+    assert list(trainer.class_map.ids) == [BACKGROUND, INTERIOR, BOUNDARY]
+    assert trainer.config.dense is False
+    classes = objects_to_classes(labels, dense=True)
+    trainer.update_labels(0, classes, pixel_weights=np.ones(labels.shape))
+    result = list_run(trainer)
+    assert result.steps == 2
+    with pytest.raises(ValueError, match="Pixel weights have shape"):
+        Trainer(image, classes, config=config, pixel_weights=[np.ones((3, 3))])
+
+
+def list_run(trainer):
+    gen = trainer.run()
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def test_cli_train_and_predict_objects_on_a_dsb_image(shared_data, tmp_path, capsys):
+    from napari_unet.cli import main
+
+    image, truth = _dsb(shared_data)
+    root = shared_data / "dsb2018"
+    labels = tmp_path / "truth.tif"
+    tifffile.imwrite(labels, truth)
+    model = tmp_path / "m.safetensors"
+    rc = main(["train", "--objects", "--dense", "--images", str(root / "images" / f"{DSB_IMAGE}.tif"),
+               "--labels", str(labels), "--out", str(model), "--steps", "25", "--patch-size", "96",
+               "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["predict", "--model", str(model), "--images", str(root / "images" / f"{DSB_IMAGE}.tif"),
+               "--out-dir", str(tmp_path / "out"), "--semantic", "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    instances = tifffile.imread(tmp_path / "out" / f"{DSB_IMAGE}_mask.tif")
+    classes = tifffile.imread(tmp_path / "out" / f"{DSB_IMAGE}_classes.tif")
+    assert instances.dtype in (np.uint16, np.uint32) and instances.shape == image.shape
+    assert classes.shape == image.shape and set(np.unique(classes)) <= {1, 2, 3}
+    assert "objects" in capsys.readouterr().out
+
+
+def test_short_engine_training_predicts_several_dsb_nuclei(shared_data):
+    from src_models.objects import predict_objects
+
+    image, truth = _dsb(shared_data)
+    # class_prior off: after 25 steps its estimate can collapse to "all background" (no objects)
+    config = TrainConfig(steps=25, patch_size=96, class_prior=False, device="cpu")
+    result = list_run(objects_trainer(image, truth, dense=True, config=config))
+    instances, classes = predict_objects(result.model, image, semantic=True)
+    assert instances.dtype == np.uint16 and instances.shape == classes.shape == image.shape
+    assert instances.max() > 1
+    assert set(np.unique(instances)) - {0} == set(range(1, int(instances.max()) + 1))   # ids 1..N
+
+
+def test_plugin_objects_mode_trains_and_predicts_instances(dock, qtbot):
+    labels = two_touching_discs((96, 96))
+    image = (labels > 0).astype(np.float32) + 0.05 * np.random.default_rng(0).random(labels.shape)
+    viewer, widget = dock(image)
+    assert widget.mode() == "classes" and not widget._mode_hint.isVisible()
+    widget._mode_combo.setCurrentText("objects")
+    assert widget.mode() == "objects" and not widget._mode_hint.isHidden()
+    annotation = widget.new_annotation_layer()
+    assert annotation.data.dtype == np.uint16
+    assert widget._classes.names()[1] == "background"
+    painted = np.where(labels > 0, labels.astype(np.uint16) + 1, 1)    # 1 = background, 2 and 3 = objects
+    annotation.data = painted
+    widget._train._steps_spin.setValue(2)
+    widget._train._budget_spin.setValue(20)
+    widget._train._train_btn.click()
+    assert widget.model is not None and widget.model.info["mode"] == "objects"
+    # strokes painted while training reach the trainer as background / interior / boundary
+    section = widget._train
+    section._trainer = objects_trainer(image, painted, config=TrainConfig(steps=1, device="cpu"))
+    section._painted, section._objects = annotation, True
+    section._push_labels()
+    pushed, weights = section._trainer._pending[0]
+    assert set(np.unique(pushed)) == {BACKGROUND, INTERIOR, BOUNDARY} and weights.max() > 1
+    section._trainer = section._painted = None
+    widget._predict._predict_btn.click()
+    prediction = viewer.layers["img prediction"].data
+    assert prediction.shape == labels.shape and prediction.dtype in (np.uint16, np.uint32)
