@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -49,6 +50,8 @@ class ClassTable(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._table)
+        # never squeezed below its rows when the panel runs out of height
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
 
         self.add_button.clicked.connect(lambda: self.add_class())
         self._table.itemChanged.connect(self._on_item_changed)
@@ -112,9 +115,16 @@ class ClassTable(QWidget):
     def _fit_height(self, max_rows: int = 5) -> None:
         """Show up to ``max_rows`` rows without a scroll bar."""
         rows = min(max(self._table.rowCount(), 2), max_rows)
-        row_height = self._table.verticalHeader().defaultSectionSize()
-        header = self._table.horizontalHeader().sizeHint().height()
-        self._table.setFixedHeight(header + rows * row_height + 2 * self._table.frameWidth())
+        default = self._table.verticalHeader().defaultSectionSize()
+        heights = [max(self._table.rowHeight(r), default) for r in range(min(self._table.rowCount(), rows))]
+        heights += [default] * (rows - len(heights))
+        header = self._table.horizontalHeader()
+        header_height = max(header.sizeHint().height(), header.height())
+        self._table.setFixedHeight(header_height + sum(heights) + 2 * self._table.frameWidth() + 4)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._fit_height()  # styles are applied now: measure the real row and header heights
 
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         if self._filling or self._layer is None or item.column() != 1:

@@ -105,7 +105,6 @@ class UNetWidget(QWidget):
         self._mode_hint.setVisible(False)
         data = QFormLayout()
         data.addRow("Mode", self._mode_combo)
-        data.addRow(self._mode_hint)
         data.addRow("Image", self._image_combo)
         data.addRow("Annotation", self._annotation_combo)
         annotation_buttons = QHBoxLayout()
@@ -113,6 +112,9 @@ class UNetWidget(QWidget):
         annotation_buttons.addWidget(self._classes.add_button)
         data.addRow(annotation_buttons)
         data.addRow(self._classes)
+        data_box = QVBoxLayout()  # the hint sits outside the form, whose heights it would upset
+        data_box.addLayout(data)
+        data_box.addWidget(self._mode_hint)
 
         self._preset_combo = QComboBox()
         self._preset_combo.addItems(PRESETS)
@@ -150,7 +152,7 @@ class UNetWidget(QWidget):
         export.addWidget(self._export_btn)
 
         layout = QVBoxLayout(self)
-        for title, inner in (("1. Data", data), ("2. Model", model)):
+        for title, inner in (("1. Data", data_box), ("2. Model", model)):
             box = QGroupBox(title)
             box.setLayout(inner)
             layout.addWidget(box)

@@ -2,11 +2,12 @@
 
 Run under a virtual screen from the repository root::
 
-    xvfb-run -a python scripts/screenshots.py            # writes docs/screenshot_*.png
+    xvfb-run -a -s "-screen 0 1600x1200x24" python scripts/screenshots.py   # writes docs/screenshot_*.png
 
 What it does, as a user would: opens ``slice_00.png``, docks "U-Net segmentation",
-creates the annotation layer, paints thin strokes taken from the ground truth
-(membrane -> class 1, interior -> class 2), clicks Train (real thread worker), waits for
+creates the annotation layer, paints strokes simulated from the ground truth the way a
+person paints them (`src_models.strokes`: membranes traced, short strokes inside cells;
+membrane -> class 1, interior -> class 2), clicks Train (real thread worker), waits for
 the budget, predicts the whole slice, and screenshots each stage. It prints one JSON
 line: seconds from clicking Train to the first preview, steps trained, and how long the
 Qt event loop stalled while training (what a user painting meanwhile would feel).
@@ -21,20 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from src_models.strokes import simulate_strokes
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def stroke_labels(truth: np.ndarray, every: int = 64, width: int = 2) -> np.ndarray:
-    """Thin horizontal and vertical strokes across the slice, classes taken from ``truth``."""
-    membrane = truth == 0
-    labels = np.zeros(truth.shape, dtype=np.uint8)
-    lines = np.zeros(truth.shape, dtype=bool)
-    for start in range(every // 2, truth.shape[0], every):
-        lines[start:start + width, :] = True
-    for start in range(every // 2, truth.shape[1], every * 2):
-        lines[:, start:start + width] = True
-    labels[lines] = np.where(membrane[lines], 1, 2)
-    return labels
 
 
 def wait_while(app, condition, timeout: float, on_tick=None) -> None:
@@ -69,14 +59,15 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     viewer = napari.Viewer(title="napari-unet", show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1500, 1040)
     app = QApplication.instance()
     viewer.add_image(image, name="isbi slice")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
     annotation = widget.new_annotation_layer()
     widget._classes.rename(1, "membrane")
     widget._classes.rename(2, "cell interior")
-    strokes = stroke_labels(truth)
+    classes = np.where(truth == 0, 1, 2).astype(np.uint8)  # ISBI: 0 = membrane, 255 = interior
+    strokes = simulate_strokes(classes, (1, 2), fraction=0.02, rng=0)  # traced membranes, short interior strokes
     where = np.nonzero(strokes)
     annotation.data_setitem(where, strokes[where])
     viewer.reset_view()
