@@ -36,8 +36,6 @@ class PatchSampler:
         self.rng = rng
         self._slices: dict = {}
         self._lock = threading.Lock()
-        self._coords: list[np.ndarray] = []  # per class: (N, 3) rows of (slice number, y, x)
-        self._keys: list = []
 
     def set_slice(self, key, image: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
                   centres: np.ndarray | None = None) -> None:
@@ -59,32 +57,26 @@ class PatchSampler:
             "target": torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.int64)).to(self.device),
             "weight": None if weight is None else torch.from_numpy(
                 np.pad(weight.astype(np.float32), pad, mode="edge")).to(self.device),
-            "index": np.where(centres, target, -1),
+            # per class: flat indices of the pixels patches may be centred on (computed once)
+            "centres": [np.flatnonzero(centres & (target == k)).astype(np.int64) for k in range(self.n_classes)],
+            "width": target.shape[1],
         }
         with self._lock:
             self._slices[key] = entry
-            self._rebuild()
 
     def remove_slice(self, key) -> None:
         with self._lock:
-            if self._slices.pop(key, None) is not None:
-                self._rebuild()
+            self._slices.pop(key, None)
 
-    def _rebuild(self) -> None:
-        self._keys = list(self._slices)
-        per_class: list[list[np.ndarray]] = [[] for _ in range(self.n_classes)]
-        for n, key in enumerate(self._keys):
-            target = self._slices[key]["index"]
-            for k in range(self.n_classes):
-                ys, xs = np.nonzero(target == k)
-                if len(ys):
-                    per_class[k].append(np.stack([np.full_like(ys, n), ys, xs], axis=1))
-        self._coords = [np.concatenate(c) if c else np.zeros((0, 3), np.int64) for c in per_class]
+    def count(self, k: int) -> int:
+        """Painted pixels of class ``k`` that patches may be centred on, over all slices."""
+        with self._lock:
+            return sum(len(e["centres"][k]) for e in self._slices.values())
 
     @property
     def painted_classes(self) -> list[int]:
         """Class indices with at least one painted pixel."""
-        return [k for k, c in enumerate(self._coords) if len(c)]
+        return [k for k in range(self.n_classes) if any(len(e["centres"][k]) for e in self._slices.values())]
 
     def draw(self, batch_size: int):
         """Return ``image (B, C, P, P)``, ``target (B, P, P)``, ``weight (B, P, P)`` or None."""
@@ -94,10 +86,13 @@ class PatchSampler:
             if not classes:
                 raise RuntimeError("No painted pixel left to train on.")
             images, targets, weights = [], [], []
+            entries = list(self._slices.values())
             for _ in range(batch_size):
-                coords = self._coords[classes[self.rng.integers(len(classes))]]
-                n, y, x = coords[self.rng.integers(len(coords))]
-                entry = self._slices[self._keys[n]]
+                k = classes[self.rng.integers(len(classes))]
+                counts = np.array([len(e["centres"][k]) for e in entries], dtype=np.float64)
+                entry = entries[self.rng.choice(len(entries), p=counts / counts.sum())]
+                flat = entry["centres"][k][self.rng.integers(len(entry["centres"][k]))]
+                y, x = divmod(int(flat), entry["width"])
                 # the painted pixel lands anywhere inside the patch; +p undoes the padding
                 y0 = int(y) + p - int(self.rng.integers(p))
                 x0 = int(x) + p - int(self.rng.integers(p))

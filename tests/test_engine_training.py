@@ -107,7 +107,7 @@ def test_strokes_added_while_training_are_used():
     trainer.update_labels(0, _strokes(truth))
     list(gen)
     assert np.array_equal(trainer.labels[0], _strokes(truth))
-    assert trainer.sampler._coords[1].shape[0] == (_strokes(truth) == 2).sum()
+    assert trainer.sampler.count(1) == (_strokes(truth) == 2).sum()
 
 
 def test_fine_tuning_from_a_model_with_a_new_class(tmp_path):
