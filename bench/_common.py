@@ -116,12 +116,11 @@ def unet(train_images, train_strokes, budget, device, *, channel_axis=None, step
 
     Extra keyword arguments become ``TrainConfig`` fields (variants); ``tile`` is a ``TileConfig``.
     """
-    from src_models import TileConfig, TrainConfig, fit
+    from src_models import TrainConfig, fit
 
     config = TrainConfig(time_budget=budget, steps=steps, device=device, seed=seed, **train_options)
     result = fit(list(train_images), list(train_strokes), config=config, channel_axis=channel_axis)
     model = result.model
-    tile = tile if tile is not None else TileConfig()
     last = np.mean(result.losses[-20:]) if result.losses else float("nan")
     info = f"{result.steps} steps in {result.elapsed:.0f} s, final loss {last:.3f}"
 

@@ -149,8 +149,7 @@ def step_flops(model, batch, patch, device):
 
 
 def forward_mpx_per_s(model, tile: TileConfig, device, warmup, repeats):
-    net = model.net
-    net.eval()
+    net = model._inference_net()  # what predict runs: eval mode, batch-norm folded into the convolutions
     x = torch.randn(tile.batch_size, 1, tile.tile_size, tile.tile_size, device=device)
     if model.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -263,7 +262,7 @@ def main(argv=None):
         achieved / H100_BF16_DENSE_FLOPS if cuda else None,
         note="ratio: MFU of 989 TFLOP/s bf16 dense (H100)" if cuda else "")
 
-    tile = TileConfig()
+    tile = model.default_tile()
     fwd = forward_mpx_per_s(model, tile, device, warm, reps)
     row(f"bare forward ({tile.batch_size} x {tile.tile_size}² tiles)", fwd, "Mpx/s")
     pred = predict_mpx_per_s(model, pred_size, tile, device, 1, 1 if args.quick else (5 if cuda else 2))

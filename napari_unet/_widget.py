@@ -70,15 +70,15 @@ class UNetWidget(QWidget):
         The model that Predict uses and the next training fine-tunes.
     last_result : TrainResult or None
         What the last training returned.
-    tile : TileConfig
-        Tiling of previews and predictions.
+    tile : TileConfig or None
+        Tiling of previews and predictions; None: the model's `default_tile` for its device.
     """
 
     def __init__(self, napari_viewer, *, threaded: bool = True, preview_interval: float = 3.0):
         super().__init__()
         self.viewer = napari_viewer
         self.threaded = threaded
-        self.tile = TileConfig()
+        self.tile: TileConfig | None = None
         self.model: UNetModel | None = None
         self.last_result = None
         self._watched_window = _no_window  # weak reference: the window owns this widget

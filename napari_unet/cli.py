@@ -160,7 +160,6 @@ def _predict(args) -> int:
 
     from src_models import (
         InputError,
-        TileConfig,
         UNetModel,
         read_image,
         write_labels_tiff,
@@ -183,7 +182,7 @@ def _predict(args) -> int:
     existing = [t for t in targets if t.exists()]
     if existing and not args.overwrite:
         raise InputError(f"{existing[0]} already exists; choose another --out-dir or add --overwrite.")
-    tile = TileConfig(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
+    tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
         suffix = Path(path).suffix.lower()
         lazy = open_image_lazily(path) if suffix in (".tif", ".tiff", ".zarr") else None

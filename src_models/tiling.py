@@ -48,14 +48,22 @@ def tile_layout(height: int, width: int, tile_size: int, halo: int, multiple: in
     """Return ``(canvas_h, canvas_w, core_h, core_w, halo)`` for an image and a network.
 
     The canvas is the image rounded up to ``multiple``; cores are multiples of ``multiple``;
-    the halo is rounded up so that every tile (core + 2 halo) is a multiple too.
+    the halo is rounded up so that every tile (core + 2 halo) is a multiple too. ``tile_size``
+    is the largest tile: when the image is not a whole number of cores wide, the cores shrink
+    to share it evenly (2048 px with at most 448-px cores: five 416-px cores, not five of 448
+    with the last one mostly overlapping its neighbour), which saves work.
     """
     half = max(1, multiple // 2)
     halo = int(math.ceil(halo / half) * half)
     canvas_h = int(math.ceil(height / multiple) * multiple)
     canvas_w = int(math.ceil(width / multiple) * multiple)
     core = max(multiple, (tile_size - 2 * halo) // multiple * multiple)
-    return canvas_h, canvas_w, min(core, canvas_h), min(core, canvas_w), halo
+
+    def even(canvas: int) -> int:
+        n = math.ceil(canvas / core)
+        return min(canvas, int(math.ceil(canvas / n / multiple) * multiple))
+
+    return canvas_h, canvas_w, even(canvas_h), even(canvas_w), halo
 
 
 def read_mirrored(read: Callable, height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

@@ -25,7 +25,6 @@ from .config import TrainConfig
 from .device import pick_device
 from .errors import InputError
 from .images import ImageView
-from .config import TileConfig
 from .losses import SegmentationLoss, border_weight_map, pairwise_smoothness_loss
 from .sampling import PatchSampler
 from .segmenter import UNetModel
@@ -226,7 +225,7 @@ class Trainer:
 
     def _slice_probabilities(self, max_side: int | None = None, limit: int | None = None, prior: bool = True):
         """Yield ``(key, probs)`` for painted slices, in eval mode (a central window when ``max_side``)."""
-        tile = TileConfig(tile_size=256, halo=32, blend=16, batch_size=self.config.batch_size)
+        tile = self.model.default_tile()
         was_training = self.model.net.training
         self.model.net.eval()
         try:

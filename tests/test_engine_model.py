@@ -194,3 +194,29 @@ def test_class_prior_estimate_cannot_run_away():
     nearly_all_background = np.stack([np.full(1000, 0.999), np.full(1000, 0.001)])
     prior = estimate_class_prior([nearly_all_background])
     assert prior[1] >= 0.05 - 1e-9 and abs(prior.sum() - 1) < 1e-9
+
+
+def test_inference_copy_folds_batch_norm_and_follows_weight_updates():
+    torch.manual_seed(0)
+    model = UNetModel.new(1, ClassMap([1, 2]), preset="small", device="cpu")
+    net = model.net
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.randn(2, 1, 64, 64)
+    for _ in range(3):  # non-trivial running statistics and weights
+        optimiser.zero_grad()
+        net(x).square().mean().backward()
+        optimiser.step()
+    fused = net.for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert net.training  # the original is left as it was
+    net.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(x).numpy(), net(x).numpy(), atol=1e-4)
+    batch = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
+    before = model.predict_probabilities_batch(batch)
+    assert model._inference_net() is model._inference_net()  # cached while weights stay
+    with torch.no_grad():
+        net.head.bias[0] += 5.0  # an in-place update, as an optimiser step makes
+    after = model.predict_probabilities_batch(batch)
+    assert after[:, 0].mean() > before[:, 0].mean() + 0.1
+    assert model.default_tile().tile_size == 512 and model.default_tile(tta=True).tta

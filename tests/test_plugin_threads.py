@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 from conftest import paint, stroke_labels
+from src_models import TileConfig
 
 
 def _start(widget, budget):
@@ -93,7 +94,7 @@ def test_prediction_thread_reports_progress(dock, nuclei, qtbot):
     viewer.add_image(big, name="big")
     widget._image_combo.setCurrentText("big")
     widget._predict._scope_combo.setCurrentText("Whole image")
-    widget.tile = type(widget.tile)(tile_size=96, halo=16, blend=8)
+    widget.tile = TileConfig(tile_size=96, halo=16, blend=8)
 
     widget._predict._predict_btn.click()
     worker = widget._predict.worker
