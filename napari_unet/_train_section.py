@@ -18,7 +18,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QProgressBar, QPushButton, QSpinBox
 
 from src_models import TrainConfig, Trainer
-from src_models.objects import objects_trainer, objects_training_labels
+from src_models.objects import objects_trainer
 
 from . import _layers
 from ._loss_plot import LossPlot
@@ -167,12 +167,8 @@ class TrainSection(QGroupBox):
         if self._trainer is None or self._painted is None:
             return
         try:
-            painted = np.array(self._painted.data)
-            if self._objects:  # the trainer learns background / interior / boundary with border weights
-                classes, weights = objects_training_labels(painted, self._trainer.config)
-                self._trainer.update_labels(0, classes, pixel_weights=weights)
-            else:
-                self._trainer.update_labels(0, painted)
+            # in objects mode the trainer derives background / interior / boundary in its own thread
+            self._trainer.update_labels(0, np.array(self._painted.data))
         except ValueError as error:
             show_warning(f"New strokes not used: {error}")
             return

@@ -17,16 +17,18 @@ from pathlib import Path
 
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QAbstractSpinBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -151,7 +153,9 @@ class UNetWidget(QWidget):
         export = QVBoxLayout()
         export.addWidget(self._export_btn)
 
-        layout = QVBoxLayout(self)
+        # the sections scroll inside the dock: on a short screen nothing gets squeezed or clipped
+        content = QWidget()
+        layout = QVBoxLayout(content)
         for title, inner in (("1. Data", data_box), ("2. Model", model)):
             box = QGroupBox(title)
             box.setLayout(inner)
@@ -162,6 +166,15 @@ class UNetWidget(QWidget):
         box.setLayout(export)
         layout.addWidget(box)
         layout.addStretch()
+        self._scroll = QScrollArea()
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.NoFrame)
+        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self._scroll)
+        self.setMinimumWidth(content.minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width())
 
     def _connect(self) -> None:
         layers = self.viewer.layers

@@ -105,6 +105,10 @@ class TrainConfig(_Record):
     really is on the training images (`calibration`), and prediction weighs by it instead
     of the equal weights the balanced loss implies. ``channels_last=None`` means on for
     CUDA and CPU.
+
+    Objects mode: ``fill_reach`` (pixels) extends the strokes into the unpainted band between
+    background and object strokes, following the image's edges (`objects.fill_between_strokes`);
+    0 turns it off. Without it, a model trained from strokes draws every object too large.
     """
 
     steps: int | None = None
@@ -131,6 +135,7 @@ class TrainConfig(_Record):
     pseudo_threshold: float = 0.9
     pseudo_weight: float = 0.5
     class_prior: bool = True
+    fill_reach: int = 8
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:
@@ -145,6 +150,8 @@ class TrainConfig(_Record):
             raise ValueError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
+        if self.fill_reach < 0:
+            raise ValueError(f"fill_reach must not be negative, got {self.fill_reach}.")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -29,6 +30,7 @@ __all__ = [
     "object_border_weights",
     "instances_from_probabilities",
     "objects_trainer",
+    "fill_between_strokes",
     "predict_objects",
 ]
 
@@ -145,12 +147,13 @@ def _smallest_dtype(n: int) -> np.dtype:
 
 def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDARY), *, seeds: str = "interior",
                                  seed_threshold: float = 0.5, min_distance: int = 5, min_size: int = 16,
-                                 min_seed_size: int = 4) -> np.ndarray:
+                                 min_seed_size: int = 4, extent: str = "foreground") -> np.ndarray:
     """One id per object from background / interior / boundary probabilities (seeded watershed).
 
-    The foreground is where interior + boundary are more likely than background. Its core
-    (interior at least as likely as boundary: predicted boundaries cut touching objects apart)
-    gives the seeds, and the whole foreground is flooded from them:
+    An object's core is where interior is the most likely class (predicted boundaries cut
+    touching objects apart); holes in it are filled. Seeds inside the cores are flooded over
+    the whole foreground, where interior + boundary beat background (``extent="foreground"``,
+    the default), or over the cores only (``extent="core"``):
 
     * ``seeds="interior"`` (default): seeds are the connected components of confident interior
       (probability above ``seed_threshold``), flooding on the negated interior probability;
@@ -158,7 +161,15 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
       ``min_distance`` apart, flooding on the negated distance — splits touching round objects
       even where the network found no boundary between them.
 
-    Foreground components without a seed become objects of their own.
+    Components of the flooded area without a seed become objects of their own.
+
+    ``extent="core"`` suits a model trained from bare strokes (``fill_reach=0``): its
+    boundary class is learnt only where painted ids meet, and spreads into the unpainted
+    band around every object, so its foreground is too large (DSB 2018 nuclei, 300 steps:
+    AP@0.5 0.28 flooding the foreground, 0.67 the cores). Models trained on full masks, or
+    on strokes extended by `fill_between_strokes` (the default), learn the real boundary band
+    just inside each object: flood their foreground (same data, 1000 steps: 0.73 against
+    0.52 for the cores). `predict_objects` picks by the model's training record.
 
     Parameters
     ----------
@@ -177,6 +188,8 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
         Objects smaller than this (pixels) are dropped.
     min_seed_size : int
         Seeds smaller than this (pixels) are ignored (noise), their pixels flooded by neighbours.
+    extent : {"core", "foreground"}
+        What the seeds flood (see above).
 
     Returns
     -------
@@ -198,11 +211,14 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
         raise ValueError(f"seeds must be 'distance' or 'interior', got {seeds!r}.")
     if min_size < 0 or min_seed_size < 0 or min_distance < 1:
         raise ValueError("min_size and min_seed_size must not be negative, min_distance at least 1.")
+    if extent not in ("core", "foreground"):
+        raise ValueError(f"extent must be 'core' or 'foreground', got {extent!r}.")
     p_bg = probs[ids.index(BACKGROUND)]
     p_in = probs[ids.index(INTERIOR)]
     p_bd = probs[ids.index(BOUNDARY)] if BOUNDARY in ids else np.zeros_like(p_in)
     foreground = (p_in + p_bd) > p_bg
-    core = foreground & (p_in >= p_bd)
+    core = ndimage.binary_fill_holes((p_in > p_bg) & (p_in >= p_bd))
+    mask = foreground | core if extent == "foreground" else core
     if seeds == "distance":
         from skimage.feature import peak_local_max
 
@@ -219,14 +235,14 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
             small = sizes < min_seed_size
             small[0] = False
             markers[small[markers]] = 0
-    # foreground components holding no seed keep their own id
-    parts, n_parts = ndimage.label(foreground)
+    # mask components holding no seed keep their own id
+    parts, n_parts = ndimage.label(mask)
     if n_parts:
         seeded = np.zeros(n_parts + 1, dtype=bool)
         seeded[np.unique(parts[markers > 0])] = True
-        orphan = ~seeded[parts] & foreground
+        orphan = ~seeded[parts] & mask
         markers = np.where(orphan, parts + int(markers.max()), markers)
-    instances = watershed(elevation, markers=markers, mask=foreground)
+    instances = watershed(elevation, markers=markers, mask=mask)
     if min_size > 1 and instances.any():
         sizes = np.bincount(instances.ravel())
         instances[(sizes < min_size)[instances]] = 0
@@ -236,6 +252,66 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
         inverse = inverse + 1
     n_objects = int(inverse.max()) if inverse.size else 0
     return inverse.reshape(instances.shape).astype(_smallest_dtype(n_objects))
+
+
+def fill_between_strokes(image, labels, *, reach: int = 8, beta: float = 1000.0,
+                         confidence: float = 0.8) -> np.ndarray:
+    """Objects-mode strokes extended into the unpainted band between background and objects.
+
+    Strokes stop short of object edges, so a model trained on them alone has no say where
+    an object ends, and draws objects too large (on DSB 2018 nuclei, foreground precision
+    about 0.4). Here a random walker (Grady 2006) on the image, seeded with the background
+    and object strokes, decides the unpainted pixels within ``reach`` of the strokes; kept
+    are the confident ones (probability above ``confidence``) that lie within ``reach`` of a
+    pixel decided the other way, i.e. the band where an edge must be. Object pixels take the
+    id of the nearest object stroke. Pixels far from strokes, and objects nobody painted,
+    stay unpainted.
+
+    Parameters
+    ----------
+    image : ndarray ``(C, H, W)`` float
+        The plane, normalised (about 0-1).
+    labels : ndarray ``(H, W)`` int
+        Objects-mode painting: 0 not painted, 1 background, 2+ one object each.
+    reach : int
+        Pixels from a stroke that may be filled.
+    beta : float
+        Edge sensitivity of the random walker.
+    confidence : float
+        Smallest random-walker probability that fills a pixel.
+
+    Returns
+    -------
+    ndarray ``(H, W)`` int64, the strokes unchanged plus the filled pixels.
+    """
+    from skimage.segmentation import random_walker
+
+    labels = np.asarray(labels).astype(np.int64)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[1:] != labels.shape:
+        raise ValueError(f"image must be (C, H, W) for labels {labels.shape}; got {image.shape}.")
+    kind = np.where(labels == BACKGROUND, 1, np.where(labels >= 2, 2, 0)).astype(np.int32)
+    if reach < 1 or not ((kind == 1).any() and (kind == 2).any()) or kind.all():
+        return labels
+    near = ndimage.distance_transform_edt(kind == 0) <= reach
+    ys, xs = np.nonzero(near)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # work only where strokes are
+    window = (slice(y0, y1), slice(x0, x1))
+    markers = kind[window].copy()
+    markers[~near[window]] = -1  # outside the reach: left out of the walk
+    plane = np.clip(image[(slice(None), *window)], -0.5, 1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the probability range is outside [0, 1]" on tiny systems
+        probs = random_walker(plane, markers, beta=beta, mode="cg_j", channel_axis=0, return_full_prob=True)
+    decided = np.where((markers >= 0) & (probs.max(0) > confidence), probs.argmax(0) + 1, 0)
+    size = 2 * reach + 1
+    other_near = (ndimage.maximum_filter(decided, size=size) > decided) | \
+        (ndimage.minimum_filter(np.where(decided > 0, decided, 3), size=size) < decided)
+    fill = np.zeros(labels.shape, np.int32)
+    fill[window] = np.where((decided > 0) & other_near & (markers == 0), decided, 0)
+    _, (iy, ix) = ndimage.distance_transform_edt(kind != 2, return_indices=True)
+    nearest_object = labels[iy, ix]
+    return np.where(fill == 1, BACKGROUND, np.where(fill == 2, nearest_object, labels))
 
 
 def objects_trainer(images, labels, *, dense: bool = False, config=None, model=None, channel_axis=None,
@@ -249,36 +325,61 @@ def objects_trainer(images, labels, *, dense: bool = False, config=None, model=N
     dense : bool
         0 = background (full instance masks).
     config : TrainConfig, optional
-        Its ``border_w0``/``border_sigma`` shape the weights (always on in objects mode); its
-        ``dense`` is ignored (the derived targets mark unpainted pixels with 0).
+        Its ``border_w0``/``border_sigma`` shape the weights (always on in objects mode) and
+        ``fill_reach`` the filling of strokes (`fill_between_strokes`); its ``dense`` is ignored
+        (the derived targets mark unpainted pixels with 0).
     model, channel_axis
         As for `Trainer`.
 
     Returns
     -------
     Trainer
-        With ``model.info["mode"] == "objects"``. Send later strokes through
-        ``trainer.update_labels(i, *objects_training_labels(new, trainer.config))``.
+        With ``model.info["mode"] == "objects"``. Send later strokes as painted through
+        ``trainer.update_labels(i, labels)``; they are converted in the training thread.
     """
     from .config import TrainConfig
+    from .images import ImageView
     from .training import Trainer
 
     config = dataclasses.replace(config or TrainConfig(), dense=False)
-    labels = labels if isinstance(labels, (list, tuple)) else [labels]
-    targets, weights = zip(*(objects_training_labels(lab, config, dense=dense, boundary_width=boundary_width)
-                             for lab in labels))
-    trainer = Trainer(images, list(targets), config=config, model=model, channel_axis=channel_axis,
-                      class_names=OBJECT_CLASS_NAMES, pixel_weights=list(weights))
-    trainer.model.info["mode"] = "objects"
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    labels = list(labels) if isinstance(labels, (list, tuple)) else [labels]
+    views = [ImageView(image, channel_axis) for image in images]
+
+    def prepare(i, painted):
+        return objects_training_labels(painted, config, dense=dense, boundary_width=boundary_width,
+                                       image=views[i] if i < len(views) else None)
+
+    trainer = Trainer(images, labels, config=config, model=model, channel_axis=channel_axis,
+                      class_names=OBJECT_CLASS_NAMES, prepare=prepare)
+    trainer.model.info.update(mode="objects", dense=bool(dense), boundary_width=int(boundary_width))
     return trainer
 
 
-def objects_training_labels(labels, config=None, *, dense: bool = False, boundary_width: int = 2):
-    """``(classes, weights)`` for `Trainer`: `objects_to_classes` and `object_border_weights`."""
+def objects_training_labels(labels, config=None, *, dense: bool = False, boundary_width: int = 2, image=None):
+    """``(classes, weights)`` for `Trainer`: `objects_to_classes` and `object_border_weights`.
+
+    With ``image`` (an `ImageView` or an array without channels of the labels' shape) and
+    ``config.fill_reach`` > 0, strokes are first extended with `fill_between_strokes` on every
+    painted plane (not with ``dense``: full masks leave nothing to fill).
+    """
     from .config import TrainConfig
+    from .images import ImageView, Normalization
 
     config = config or TrainConfig()
     labels = np.asarray(labels)
+    _check_integer(labels)
+    if image is not None and config.fill_reach > 0 and not dense:
+        view = image if isinstance(image, ImageView) else ImageView(image)
+        if tuple(view.shape) != labels.shape:
+            raise ValueError(f"The image has shape {view.shape} but the labels {labels.shape}.")
+        offset, scale = Normalization().stats(view)
+        planes = labels.reshape(-1, *labels.shape[-2:])
+        filled = np.stack([
+            fill_between_strokes((view.read(s) - offset) / scale, plane, reach=config.fill_reach)
+            if (plane > 0).any() else plane.astype(np.int64)
+            for s, plane in enumerate(planes)])
+        labels = filled.reshape(labels.shape)
     return (objects_to_classes(labels, dense=dense, boundary_width=boundary_width),
             object_border_weights(labels, dense=dense, w0=config.border_w0, sigma=config.border_sigma))
 
@@ -301,6 +402,8 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
         Only this window of every slice (see `UNetModel.predict`).
     **instance_options
         Passed to `instances_from_probabilities` (``seed_threshold``, ``min_size``, ...).
+        ``extent`` defaults to ``"core"`` for a model trained on bare strokes (``fill_reach``
+        0 and not dense), else ``"foreground"``.
 
     Returns
     -------
@@ -309,6 +412,9 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
         are unique across slices.
     classes : ndarray, only with ``semantic=True``
     """
+    trained = model.info.get("train_config", {})
+    if not model.info.get("dense") and trained.get("fill_reach", 8) == 0:
+        instance_options.setdefault("extent", "core")
     classes, probs = model.predict(image, channel_axis=channel_axis, tile=tile, probabilities=True,
                                    progress=progress, cancel=cancel, region=region)
     ids = list(model.class_map.ids)

@@ -91,7 +91,13 @@ class Trainer:
         ``{id: name}`` stored in the model.
     pixel_weights : list of array-like, optional
         One per image, of its labels' shape: per-pixel loss weights used instead of the
-        border weights computed from the labels (objects mode derives them from object ids).
+        border weights computed from the labels.
+    prepare : callable, optional
+        ``prepare(i, labels) -> (targets, weights or None)`` turns what the user painted on
+        image ``i`` into training classes and pixel weights (objects mode derives background /
+        interior / boundary this way). It runs here for ``labels`` and, for labels sent with
+        `update_labels` while training, in the training thread, so slow preparation never
+        blocks the caller.
 
     Raises
     ------
@@ -101,8 +107,9 @@ class Trainer:
 
     def __init__(self, images, labels, *, config: TrainConfig | None = None, model: UNetModel | None = None,
                  channel_axis: int | None = None, class_names: dict | None = None,
-                 pixel_weights: list | None = None):
+                 pixel_weights: list | None = None, prepare=None):
         self.config = config or TrainConfig()
+        self._prepare = prepare
         images, labels = _as_list(images), _as_list(labels)
         if len(images) != len(labels):
             raise InputError(f"{len(images)} image(s) but {len(labels)} label image(s): give one labels file per image.")
@@ -118,6 +125,10 @@ class Trainer:
         if len(channels) > 1:
             raise InputError(f"The images have different channel counts {sorted(channels)}; train on images of one kind.")
         self.labels = [np.asarray(lab) for lab in labels]
+        if prepare is not None:
+            prepared = [prepare(i, lab) for i, lab in enumerate(self.labels)]
+            self.labels = [np.asarray(targets) for targets, _ in prepared]
+            pixel_weights = [weights for _, weights in prepared]
         self._pixel_weights = self._check_weights(pixel_weights, len(labels))
         self._check_integer(self.labels)
         class_map = ClassMap.from_labels(self.labels, dense=self.config.dense, names=class_names)
@@ -261,6 +272,8 @@ class Trainer:
 
         Thread-safe. Ids the model does not know yet are ignored until the next `Trainer`.
         ``pixel_weights`` replaces that image's weight map when the Trainer was given them.
+        With a ``prepare`` function, ``labels`` are what the user painted; they are prepared
+        in the training thread when the loop takes them up.
         """
         labels = np.array(labels, copy=True)
         if labels.shape != tuple(self.views[i].shape):
@@ -273,6 +286,13 @@ class Trainer:
         with self._lock:
             pending, self._pending = self._pending, {}
         for i, (labels, weights) in pending.items():
+            if self._prepare is not None:
+                try:
+                    labels, weights = self._prepare(i, labels)
+                except ValueError as error:  # keep training on the labels it has
+                    log.warning("New strokes on image %d not used: %s", i, error)
+                    continue
+                labels, weights = np.asarray(labels), self._weight_map(i, weights)
             if weights is not None:
                 self._pixel_weights[i] = weights
             self._load_slices(i, labels, previous=self.labels[i])

@@ -15,6 +15,7 @@ from src_models.objects import (
     BACKGROUND,
     BOUNDARY,
     INTERIOR,
+    fill_between_strokes,
     instances_from_probabilities,
     object_border_weights,
     objects_to_classes,
@@ -75,7 +76,7 @@ def test_bad_arguments_raise_value_errors():
 def test_watershed_splits_two_touching_discs(seeds):
     labels = two_touching_discs()
     probs = one_hot(objects_to_classes(labels, dense=True))
-    instances = instances_from_probabilities(probs, seeds=seeds)
+    instances = instances_from_probabilities(probs, seeds=seeds, extent="foreground")
     assert instances.dtype == np.uint16 and instances.shape == labels.shape
     assert instances.max() == 2
     assert average_precision(labels, instances) == 1.0
@@ -96,7 +97,7 @@ def test_instances_from_a_real_dsb_image_split_touching_nuclei(shared_data):
     _, truth = _dsb(shared_data)
     groups = ndimage.label(truth > 0)[1]
     probs = one_hot(objects_to_classes(truth, dense=True))
-    instances = instances_from_probabilities(probs, min_size=4)
+    instances = instances_from_probabilities(probs, min_size=4, extent="foreground")
     assert instances.max() > groups                           # touching nuclei came apart
     assert average_precision(truth, instances) > 0.8
 
@@ -110,9 +111,11 @@ def test_trainer_takes_pixel_weights_and_live_updates():
     assert list(trainer.class_map.ids) == [BACKGROUND, INTERIOR, BOUNDARY]
     assert trainer.config.dense is False
     classes = objects_to_classes(labels, dense=True)
-    trainer.update_labels(0, classes, pixel_weights=np.ones(labels.shape))
+    moved = np.roll(labels, 3, axis=1)  # painted again: converted in the training thread
+    trainer.update_labels(0, moved)
     result = list_run(trainer)
     assert result.steps == 2
+    np.testing.assert_array_equal(trainer.labels[0], objects_to_classes(moved, dense=True))
     with pytest.raises(ValueError, match="Pixel weights have shape"):
         Trainer(image, classes, config=config, pixel_weights=[np.ones((3, 3))])
 
@@ -177,14 +180,54 @@ def test_plugin_objects_mode_trains_and_predicts_instances(dock, qtbot):
     widget._train._budget_spin.setValue(20)
     widget._train._train_btn.click()
     assert widget.model is not None and widget.model.info["mode"] == "objects"
-    # strokes painted while training reach the trainer as background / interior / boundary
+    # strokes painted while training reach the trainer as painted, and the training thread
+    # turns them into background / interior / boundary with border weights
     section = widget._train
     section._trainer = objects_trainer(image, painted, config=TrainConfig(steps=1, device="cpu"))
     section._painted, section._objects = annotation, True
     section._push_labels()
-    pushed, weights = section._trainer._pending[0]
-    assert set(np.unique(pushed)) == {BACKGROUND, INTERIOR, BOUNDARY} and weights.max() > 1
+    pushed, _ = section._trainer._pending[0]
+    np.testing.assert_array_equal(pushed, annotation.data)
+    section._trainer._apply_pending()
+    assert {BACKGROUND, INTERIOR, BOUNDARY} <= set(np.unique(section._trainer.labels[0]))
+    assert section._trainer._pixel_weights[0].max() > 1
     section._trainer = section._painted = None
     widget._predict._predict_btn.click()
     prediction = viewer.layers["img prediction"].data
     assert prediction.shape == labels.shape and prediction.dtype in (np.uint16, np.uint32)
+
+
+def test_a_boundary_ring_spread_outside_the_objects_does_not_inflate_cores():
+    # a model trained from bare strokes predicts "boundary" in the unpainted band around
+    # each object; objects from the interior core keep their true size
+    labels = two_touching_discs()
+    probs = one_hot(objects_to_classes(labels, dense=True))
+    ring = ndimage.binary_dilation(labels > 0, iterations=4) & (labels == 0)
+    probs[:, ring] = np.array([0.2, 0.1, 0.7])[:, None]
+    instances = instances_from_probabilities(probs, extent="core")
+    assert instances.max() == 2 and not instances[ring].any()
+    assert average_precision(labels, instances) == 1.0
+    flooded = instances_from_probabilities(probs, extent="foreground")  # right for full-mask models only
+    assert flooded[ring].all() and (flooded > 0).sum() > 1.5 * (labels > 0).sum()
+
+
+def test_strokes_fill_the_band_up_to_the_real_object_edges(shared_data):
+    from src_models.images import ImageView, Normalization
+    from src_models.strokes import simulate_strokes
+
+    image, truth = _dsb(shared_data)
+    classes = np.where(truth > 0, 2, 1).astype(np.uint8)
+    strokes = simulate_strokes(classes, (1, 2), 0.03, np.random.default_rng(1))
+    painted = np.where(strokes == 1, 1, np.where(strokes == 2, truth.astype(np.int64) + 1, 0))
+    view = ImageView(image, -1 if image.ndim == 3 else None)
+    offset, scale = Normalization().stats(view)
+    filled = fill_between_strokes((view.read(0) - offset) / scale, painted, reach=8)
+    np.testing.assert_array_equal(filled[painted > 0], painted[painted > 0])  # strokes kept
+    new = (filled > 0) & (painted == 0)
+    assert new.sum() > 0.2 * (painted > 0).sum()
+    right = np.where(truth > 0, truth.astype(np.int64) + 1, 1)
+    assert (filled[new] == right[new]).mean() > 0.9
+    far = ndimage.distance_transform_edt(painted == 0) > 8
+    assert not filled[far].any()
+    # the boundary class now sits on real edges: many more boundary pixels to learn from
+    assert (objects_to_classes(filled) == BOUNDARY).sum() > 3 * (objects_to_classes(painted) == BOUNDARY).sum()

@@ -245,3 +245,19 @@ def test_live_preview_covers_the_field_of_view_of_a_wide_image(dock, nuclei):
     # the whole plane is in view, but a preview is cut to 1024 columns around the centre
     predicted_columns = np.nonzero(viewer.layers["img prediction"].data.any(axis=0))[0]
     assert (predicted_columns.min(), predicted_columns.max()) == (88, 88 + 1024 - 1)
+
+
+def test_panel_scrolls_instead_of_clipping_in_a_short_window(dock, nuclei, qtbot):
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    annotation = widget.new_annotation_layer()
+    for _ in range(4):
+        widget._classes.add_class()
+    paint(annotation, stroke_labels(mask))
+    _train(widget, steps=2)  # the finished-training panel is the tallest
+    widget.resize(widget.width(), 400)
+    widget.show()
+    qtbot.wait(50)
+    table = widget._classes
+    assert widget._scroll.verticalScrollBar().maximum() > 0  # taller than the dock: it scrolls
+    assert table.height() >= table.sizeHint().height()  # every class row stays visible
