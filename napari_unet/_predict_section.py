@@ -114,6 +114,8 @@ class PredictSection(QGroupBox):
 
     def _poll(self) -> None:
         self._progress.setValue(int(1000 * self._box.fraction()))
+        for message in self._box.take_notices():
+            show_warning(message)
 
     def _on_predicted(self, item) -> None:
         job, labels = item

@@ -111,13 +111,24 @@ def train_with_previews(
 
 
 class ProgressBox:
-    """Latest ``(done, total)`` of the running prediction, written by the worker, read by a timer."""
+    """Latest ``(done, total)`` of the running prediction and the engine's notices (e.g. GPU
+    out of memory, going on with smaller tiles), written by the worker, read by a timer."""
 
     def __init__(self, n_jobs: int = 1):
         self._lock = threading.Lock()
         self._n_jobs = max(1, n_jobs)
         self._job = 0
         self._done, self._total = 0, 1
+        self._notices: list[str] = []
+
+    def notice(self, message: str) -> None:
+        with self._lock:
+            self._notices.append(message)
+
+    def take_notices(self) -> list[str]:
+        with self._lock:
+            notices, self._notices = self._notices, []
+        return notices
 
     def next_job(self, job: int) -> None:
         with self._lock:
@@ -152,7 +163,8 @@ def predict_jobs(
     for number, job in enumerate(jobs):
         box.next_job(number)
         try:
-            labels = segment(model, job.image, channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel)
+            labels = segment(model, job.image, channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel,
+                             notice=box.notice)
         except Cancelled:
             return
         yield job, labels

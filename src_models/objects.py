@@ -385,7 +385,7 @@ def objects_training_labels(labels, config=None, *, dense: bool = False, boundar
 
 
 def predict_objects(model, image, channel_axis=None, tile=None, progress=None, cancel=None, semantic: bool = False,
-                    region=None, **instance_options):
+                    region=None, notice=None, **instance_options):
     """Segment objects: class probabilities from ``model``, then one id per object.
 
     Parameters
@@ -394,7 +394,7 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
         Trained in objects mode (classes 1 background, 2 interior, optionally 3 boundary).
     image : array-like
         2D, multichannel or a stack, as for `UNetModel.predict`.
-    channel_axis, tile, progress, cancel
+    channel_axis, tile, progress, cancel, notice
         As for `UNetModel.predict`.
     semantic : bool
         Also return the predicted class map (1 background, 2 interior, 3 boundary).
@@ -416,7 +416,7 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
     if not model.info.get("dense") and trained.get("fill_reach", 8) == 0:
         instance_options.setdefault("extent", "core")
     classes, probs = model.predict(image, channel_axis=channel_axis, tile=tile, probabilities=True,
-                                   progress=progress, cancel=cancel, region=region)
+                                   progress=progress, cancel=cancel, region=region, notice=notice)
     ids = list(model.class_map.ids)
     flat = probs.reshape(-1, *probs.shape[-3:])
     planes, offset = [], 0

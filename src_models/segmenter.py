@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import mmap
 from typing import Callable
 
 import numpy as np
@@ -29,6 +30,28 @@ log = logging.getLogger(__name__)
 
 #: Largest number of output floats (classes x pixels) accumulated at once; bigger images go in bands.
 _MAX_REGION_FLOATS = 64 * 2**20
+
+
+def _release_file_pages(*arrays) -> None:
+    """Let the kernel drop the pages of memory-mapped files read or written so far.
+
+    Streaming a big memory-mapped TIFF touches every page of the input and of the output;
+    they count as this process's resident memory until the kernel needs them back. Written
+    pages are flushed first, so nothing is lost; later reads fault them in again from disk.
+    """
+    for array in arrays:
+        base = array
+        while base is not None and getattr(base, "_mmap", None) is None:
+            base = getattr(base, "base", None)
+        mapped = getattr(base, "_mmap", None)
+        if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            continue
+        try:
+            if getattr(base, "flags", None) is not None and base.flags.writeable:
+                mapped.flush()
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed, or not allowed here: only memory use is at stake
+            pass
 
 
 class UNetModel:
@@ -287,6 +310,8 @@ class UNetModel:
                     labels[(*stack_idx, rows)] = self.class_map.to_ids(region_probs.argmax(0))
                     if probs is not None:
                         probs[(*stack_idx, slice(None), rows)] = region_probs
+                    if len(bands) > 1 or view.n_slices > 1:
+                        _release_file_pages(view.source, labels)
         finally:
             self.net.train(was_training)
         return (labels, probs) if probabilities else labels

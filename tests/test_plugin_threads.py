@@ -104,3 +104,16 @@ def test_prediction_thread_reports_progress(dock, nuclei, qtbot):
     assert widget._predict._progress.value() == 1000
     assert viewer.layers["big prediction"].data.shape == big.shape
     assert widget._predict._predict_btn.text() == "Predict"
+
+
+def test_engine_notices_during_prediction_become_napari_warnings(dock, nuclei, notifications):
+    # the engine calls notice() from the worker thread (e.g. GPU out of memory, smaller tiles);
+    # the progress timer on the main thread shows it
+    image, _ = nuclei
+    viewer, widget = dock(image)
+    box = widget._predict._box
+    box.notice("GPU out of memory: retrying with 2 tile(s) per batch.")
+    widget._predict._poll()
+    assert notifications.messages()[-1] == "GPU out of memory: retrying with 2 tile(s) per batch."
+    widget._predict._poll()
+    assert len([m for m in notifications.messages() if m.startswith("GPU out of memory")]) == 1

@@ -19,8 +19,9 @@ def _image(shape=(700, 900)):
     return (rng.random(shape) * 4000 + np.linspace(0, 30000, shape[-1])).astype(np.uint16)
 
 
-def test_memmapped_tiff_in_and_out_equals_the_in_memory_prediction(tmp_path):
-    image = _image()
+@pytest.mark.parametrize("shape", [(700, 900), (3, 300, 400)])  # a stack: pages released slice by slice
+def test_memmapped_tiff_in_and_out_equals_the_in_memory_prediction(tmp_path, shape):
+    image = _image(shape)
     tifffile.imwrite(tmp_path / "big.tif", image)  # uncompressed: memory-mappable
     lazy = open_image_lazily(tmp_path / "big.tif")
     assert isinstance(lazy, np.memmap) and lazy.dtype == np.uint16
