@@ -147,6 +147,7 @@ def show_labels(
     index: tuple[int, ...] = (),
     region: tuple[slice, slice] | None = None,
     full_shape: tuple[int, ...] | None = None,
+    classes: dict[int, str] | None = None,
 ) -> Labels:
     """Put predicted ``labels`` into the labels layer ``name`` (see `labels_layer`).
 
@@ -164,6 +165,9 @@ def show_labels(
         Rows and columns of that plane that ``labels`` fills; the rest of the plane is cleared.
     full_shape : tuple of int, optional
         Shape of the layer when ``labels`` is only a part (index or region given).
+    classes : dict, optional
+        ``{id: name}`` of the class ids in ``labels``, kept in the layer's metadata so that
+        exports write them into the TIFF (None for object instances).
     """
     labels = np.asarray(labels)
     partial = bool(index) or region is not None
@@ -187,7 +191,19 @@ def show_labels(
             layer.data = data
     if colors_from is not None:
         layer.colormap = colors_from.colormap
+    if classes is not None:
+        layer.metadata[_CLASSES_KEY] = {int(k): str(v) for k, v in classes.items()}
     return layer
+
+
+def tiff_metadata(layer_metadata: dict) -> dict:
+    """TIFF metadata for a labels layer: class ids and names when the layer has them
+    (as the command line writes them), else nothing."""
+    names = (layer_metadata or {}).get(_CLASSES_KEY)
+    if not names:
+        return {}
+    ids = sorted(int(k) for k in names)
+    return {"class_ids": ids, "class_names": [str(names[k] if k in names else names[str(k)]) for k in ids]}
 
 
 def accept_into(annotation: Labels, prediction: np.ndarray) -> int:

@@ -199,7 +199,9 @@ class TrainSection(QGroupBox):
         _layers.show_labels(
             self._owner.viewer, _layers.prediction_name(image), preview.labels, like=image,
             colors_from=self._painted, index=view.index, region=None if whole else (view.rows, view.cols),
-            full_shape=_layers.image_info(image).spatial_shape)
+            full_shape=_layers.image_info(image).spatial_shape,
+            classes=None if self._objects or self._trainer is None else
+            dict(zip(self._trainer.class_map.ids, self._trainer.class_map.names)))
 
     def _on_done(self, result) -> None:
         if result is None:  # the worker was aborted (the viewer closed): nothing to keep

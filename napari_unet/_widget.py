@@ -343,7 +343,8 @@ class UNetWidget(QWidget):
         try:
             for layer in layers:
                 target = Path(folder) / f"{_safe_name(layer.name)}.tif"
-                written.append(write_labels_tiff(target, layer.data, overwrite=True))
+                written.append(write_labels_tiff(target, layer.data, overwrite=True,
+                                                 metadata=_layers.tiff_metadata(layer.metadata)))
         except (OSError, ValueError) as error:
             show_error(f"Export failed: {error}")
             return written

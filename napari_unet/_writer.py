@@ -26,6 +26,9 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     target = Path(path)
     if target.suffix.lower() not in _SUFFIXES:
         target = target.with_name(target.name + ".tif")
-    write_labels_tiff(str(target), np.asarray(data), overwrite=True)
+    from ._layers import tiff_metadata
+
+    write_labels_tiff(str(target), np.asarray(data), overwrite=True,
+                      metadata=tiff_metadata(attributes.get("metadata", {})))
     log.info("wrote labels layer %r to %s", attributes.get("name"), target)
     return [str(target)]

@@ -117,3 +117,28 @@ def test_console_script_runs_without_traceback(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "Model file not found" in out.stderr and "Traceback" not in out.stderr
+
+
+@needs_isbi
+def test_cli_a_volume_with_non_contiguous_ids_trains_predicts_and_exports(tmp_path):
+    # six ISBI slices as a small real volume, painted on two of them, class ids 3 and 7
+    planes = [io.imread(DATA / "images" / f"slice_{i:02d}.png")[:160, :160] for i in range(6)]
+    truth = [io.imread(DATA / "labels" / f"slice_{i:02d}.png")[:160, :160] for i in range(6)]
+    volume = tmp_path / "volume.tif"
+    tifffile.imwrite(volume, np.stack(planes))
+    rng = np.random.default_rng(0)
+    painted = np.zeros((6, 160, 160), np.uint8)
+    for z in (1, 4):
+        ids = np.where(truth[z] == 0, 3, 7)
+        painted[z] = np.where(rng.random(ids.shape) < 0.03, ids, 0)
+    tifffile.imwrite(tmp_path / "painted.tif", painted)
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--images", str(volume), "--labels", str(tmp_path / "painted.tif"), "--out", str(model),
+                 "--steps", "4", "--patch-size", "64", "--device", "cpu", "--quiet"]) == 0
+    assert main(["predict", "--model", str(model), "--images", str(volume), "--out-dir", str(tmp_path / "out"),
+                 "--device", "cpu", "--quiet"]) == 0
+    with tifffile.TiffFile(tmp_path / "out" / "volume_mask.tif") as tif:
+        mask, meta = tif.asarray(), tif.shaped_metadata[0]
+    assert mask.shape == (6, 160, 160)  # every slice predicted, painted or not
+    assert set(np.unique(mask)) <= {3, 7} and meta["class_ids"] == [3, 7]
+    assert len(meta["class_names"]) == 2

@@ -209,7 +209,7 @@ def test_predict_all_open_images_and_export(dock, nuclei, tmp_path):
         assert np.array_equal(back, viewer.layers[name].data)
 
 
-def test_class_table_adds_renames_and_selects(dock, nuclei):
+def test_class_table_adds_renames_and_selects(dock, nuclei, tmp_path):
     image, mask = nuclei
     viewer, widget = dock(image)
     annotation = widget.new_annotation_layer()
@@ -225,6 +225,15 @@ def test_class_table_adds_renames_and_selects(dock, nuclei):
     _train(widget, steps=2)
     assert widget.model.class_map.ids == (1, 2, 3)
     assert widget.model.class_map.names == ("background", "foreground", "debris")
+    # the names travel into the exported TIFF, by Export and by napari's own File > Save
+    widget._predict._predict_btn.click()
+    exported = widget.export_predictions(str(tmp_path))[0]
+    saved = viewer.layers["img prediction"].save(str(tmp_path / "saved.tif"), plugin="napari-unet")
+    for path in (exported, saved[-1]):
+        with tifffile.TiffFile(path) as tif:
+            meta = tif.shaped_metadata[0]
+        assert meta["class_ids"] == [1, 2, 3]
+        assert meta["class_names"] == ["background", "foreground", "debris"]
 
 
 def test_sample_image_opens_from_manifest_and_is_picked(make_napari_viewer):
