@@ -118,7 +118,7 @@ class TrainSection(QGroupBox):
         try:
             if objects:
                 trainer = objects_trainer([pixels], [np.array(annotation.data)], config=self.config(), model=model,
-                                          channel_axis=info.channel_axis)
+                                          channel_axis=info.channel_axis, defer_fill=True)
             else:
                 trainer = Trainer([pixels], [np.array(annotation.data)], config=self.config(), model=model,
                                   channel_axis=info.channel_axis, class_names=owner.class_names())

@@ -231,3 +231,20 @@ def test_strokes_fill_the_band_up_to_the_real_object_edges(shared_data):
     assert not filled[far].any()
     # the boundary class now sits on real edges: many more boundary pixels to learn from
     assert (objects_to_classes(filled) == BOUNDARY).sum() > 3 * (objects_to_classes(painted) == BOUNDARY).sum()
+
+
+def test_deferred_fill_runs_in_the_training_loop(shared_data):
+    from src_models.strokes import simulate_strokes
+
+    image, truth = _dsb(shared_data)
+    strokes = simulate_strokes(np.where(truth > 0, 2, 1).astype(np.uint8), (1, 2), 0.03, np.random.default_rng(1))
+    painted = np.where(strokes == 1, 1, np.where(strokes == 2, truth.astype(np.int64) + 1, 0)).astype(np.uint16)
+    axis = -1 if image.ndim == 3 else None
+    config = TrainConfig(steps=1, patch_size=64, batch_size=1, class_prior=False, device="cpu")
+    eager = objects_trainer(image, painted, config=config, channel_axis=axis)
+    deferred = objects_trainer(image, painted, config=config, channel_axis=axis, defer_fill=True)
+    bare = objects_to_classes(painted)
+    np.testing.assert_array_equal(deferred.labels[0], bare)  # built at once from the bare strokes
+    assert (eager.labels[0] > 0).sum() > (bare > 0).sum()
+    list_run(deferred)
+    np.testing.assert_array_equal(deferred.labels[0], eager.labels[0])  # filled before the first step
