@@ -49,7 +49,7 @@ class UNetConfig(_Record):
     base_width: int = 16
     norm: str = "batch"
     up: str = "transpose"
-    dropout: float = 0.0
+    dropout: float = 0.5
 
     def __post_init__(self):
         if self.in_channels < 1:
@@ -106,6 +106,10 @@ class TrainConfig(_Record):
     of the equal weights the balanced loss implies. ``channels_last=None`` means on for
     CUDA and CPU.
 
+    ``border_weight`` adds the U-Net paper's weights (``border_w0``, ``border_sigma``) around
+    the connected regions of the last class, stressing thin gaps between them (ISBI: the
+    membranes between cells); None means on when exactly two classes are painted.
+
     Objects mode: ``fill_reach`` (pixels) extends the strokes into the unpainted band between
     background and object strokes, following the image's edges (`objects.fill_between_strokes`);
     0 turns it off. Without it, a model trained from strokes draws every object too large.
@@ -119,7 +123,7 @@ class TrainConfig(_Record):
     weight_decay: float = 1e-4
     dense: bool = False
     dice_weight: float = 0.0
-    border_weight: bool = False
+    border_weight: bool | None = None
     border_w0: float = 10.0
     border_sigma: float = 5.0
     augment: bool = True

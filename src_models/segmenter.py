@@ -307,7 +307,9 @@ class UNetModel:
                         cancel=cancel, notice=notice)
                     done_before += n_tiles
                     rows = slice(y0 - ry0, y1 - ry0)
-                    labels[(*stack_idx, rows)] = self.class_map.to_ids(region_probs.argmax(0))
+                    for r in range(0, y1 - y0, 256):  # argmax in row chunks: no band-sized int64 array
+                        chunk = slice(y0 - ry0 + r, min(y1, y0 + r + 256) - ry0)
+                        labels[(*stack_idx, chunk)] = self.class_map.to_ids(region_probs[:, r:r + 256].argmax(0))
                     if probs is not None:
                         probs[(*stack_idx, slice(None), rows)] = region_probs
                     if len(bands) > 1 or view.n_slices > 1:

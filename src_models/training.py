@@ -157,6 +157,8 @@ class Trainer:
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         self._stats = [self.model.normalization.stats(v) for v in self.views]
         self._pseudo: dict[tuple[int, int], np.ndarray] = {}
+        self._use_border_weights = cfg.border_weight if cfg.border_weight is not None \
+            else self.class_map.n_classes == 2
         self.sampler = PatchSampler(self.class_map.n_classes, self._patch, self.device, self._rng)
         for i in range(len(self.views)):
             self._load_slices(i, self.labels[i], previous=None)
@@ -191,7 +193,7 @@ class Trainer:
             if self._pixel_weights[i] is not None:
                 weight = self._pixel_weights[i].reshape(-1, view.height, view.width)[s]
             else:
-                weight = self._border_weights(flat[s]) if self.config.border_weight else None
+                weight = self._border_weights(flat[s]) if self._use_border_weights else None
             pseudo = self._pseudo.get((i, s))
             if pseudo is not None:
                 factor = np.where(painted, 1.0, self.config.pseudo_weight).astype(np.float32)
