@@ -24,8 +24,10 @@ __all__ = [
     "image_info",
     "labels_layer",
     "new_annotation_layer",
+    "prediction_classes",
     "prediction_name",
     "show_labels",
+    "tiff_metadata",
 ]
 
 #: Classes of a new annotation layer: ``{label id: name}``; 0 stays "not painted".
@@ -194,6 +196,14 @@ def show_labels(
     if classes is not None:
         layer.metadata[_CLASSES_KEY] = {int(k): str(v) for k, v in classes.items()}
     return layer
+
+
+def prediction_classes(model) -> dict[int, str] | None:
+    """``{id: name}`` of the classes ``model`` predicts; None for an objects-mode model,
+    whose predictions are object ids rather than classes."""
+    if model is None or model.info.get("mode") == "objects":
+        return None
+    return dict(zip(model.class_map.ids, model.class_map.names))
 
 
 def tiff_metadata(layer_metadata: dict) -> dict:

@@ -121,11 +121,9 @@ class PredictSection(QGroupBox):
         job, labels = item
         viewer = self._owner.viewer
         source = viewer.layers[job.source] if job.source in viewer.layers else None
-        model = self._owner.model
-        classes = None if model is None or model.info.get("mode") == "objects" else \
-            dict(zip(model.class_map.ids, model.class_map.names))
         _layers.show_labels(viewer, job.name, labels, like=source, colors_from=self._owner.annotation_layer(),
-                            index=job.index, full_shape=job.full_shape, classes=classes)
+                            index=job.index, full_shape=job.full_shape,
+                            classes=_layers.prediction_classes(self._owner.model))
 
     def _on_error(self, error: BaseException) -> None:
         log.error("prediction failed", exc_info=error)

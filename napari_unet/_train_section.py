@@ -54,7 +54,6 @@ class TrainSection(QGroupBox):
         self._clicked_at = 0.0
         self._image: Image | None = None
         self._painted: Labels | None = None
-        self._objects = False
         self._view: _layers.View | None = None
         self._push_timer = QTimer(self, singleShot=True, interval=250)
 
@@ -126,7 +125,6 @@ class TrainSection(QGroupBox):
             show_error(str(error))
             return False
         self._trainer, self._image, self._painted = trainer, image, annotation
-        self._objects = objects
         self._cancel = threading.Event()
         self._clicked_at = time.perf_counter()
         self.first_preview_seconds = None
@@ -200,8 +198,7 @@ class TrainSection(QGroupBox):
             self._owner.viewer, _layers.prediction_name(image), preview.labels, like=image,
             colors_from=self._painted, index=view.index, region=None if whole else (view.rows, view.cols),
             full_shape=_layers.image_info(image).spatial_shape,
-            classes=None if self._objects or self._trainer is None else
-            dict(zip(self._trainer.class_map.ids, self._trainer.class_map.names)))
+            classes=_layers.prediction_classes(None if self._trainer is None else self._trainer.model))
 
     def _on_done(self, result) -> None:
         if result is None:  # the worker was aborted (the viewer closed): nothing to keep

@@ -342,7 +342,7 @@ def objects_trainer(images, labels, *, dense: bool = False, config=None, model=N
         ``trainer.update_labels(i, labels)``; they are converted in the training thread.
     """
     from .config import TrainConfig
-    from .images import ImageView
+    from .images import ImageView, Normalization
     from .training import Trainer
 
     config = dataclasses.replace(config or TrainConfig(), dense=False)
@@ -351,10 +351,16 @@ def objects_trainer(images, labels, *, dense: bool = False, config=None, model=N
     views = [ImageView(image, channel_axis) for image in images]
 
     fill = {"now": not defer_fill}
+    stats: dict[int, tuple] = {}  # intensity scaling per image, computed once (not on every stroke push)
 
     def prepare(i, painted):
-        image = views[i] if fill["now"] and i < len(views) else None
-        return objects_training_labels(painted, config, dense=dense, boundary_width=boundary_width, image=image)
+        painted = np.asarray(painted)
+        _check_integer(painted)
+        if fill["now"] and config.fill_reach > 0 and not dense:
+            if i not in stats:
+                stats[i] = Normalization().stats(views[i])
+            painted = _fill_planes(painted, views[i], stats[i], config.fill_reach)
+        return objects_training_labels(painted, config, dense=dense, boundary_width=boundary_width)
 
     trainer = Trainer(images, labels, config=config, model=model, channel_axis=channel_axis,
                       class_names=OBJECT_CLASS_NAMES, prepare=prepare)
@@ -382,17 +388,23 @@ def objects_training_labels(labels, config=None, *, dense: bool = False, boundar
     _check_integer(labels)
     if image is not None and config.fill_reach > 0 and not dense:
         view = image if isinstance(image, ImageView) else ImageView(image)
-        if tuple(view.shape) != labels.shape:
-            raise ValueError(f"The image has shape {view.shape} but the labels {labels.shape}.")
-        offset, scale = Normalization().stats(view)
-        planes = labels.reshape(-1, *labels.shape[-2:])
-        filled = np.stack([
-            fill_between_strokes((view.read(s) - offset) / scale, plane, reach=config.fill_reach)
-            if (plane > 0).any() else plane.astype(np.int64)
-            for s, plane in enumerate(planes)])
-        labels = filled.reshape(labels.shape)
+        labels = _fill_planes(labels, view, Normalization().stats(view), config.fill_reach)
     return (objects_to_classes(labels, dense=dense, boundary_width=boundary_width),
             object_border_weights(labels, dense=dense, w0=config.border_w0, sigma=config.border_sigma))
+
+
+def _fill_planes(labels: np.ndarray, view, stats, reach: int) -> np.ndarray:
+    """`fill_between_strokes` on every painted plane of ``labels`` (the image's ``view``,
+    scaled by ``stats = (offset, scale)``)."""
+    if tuple(view.shape) != labels.shape:
+        raise ValueError(f"The image has shape {view.shape} but the labels {labels.shape}.")
+    offset, scale = stats
+    planes = labels.reshape(-1, *labels.shape[-2:])
+    filled = np.stack([
+        fill_between_strokes((view.read(s) - offset) / scale, plane, reach=reach)
+        if (plane > 0).any() else plane.astype(np.int64)
+        for s, plane in enumerate(planes)])
+    return filled.reshape(labels.shape)
 
 
 def predict_objects(model, image, channel_axis=None, tile=None, progress=None, cancel=None, semantic: bool = False,

@@ -269,25 +269,24 @@ class Trainer:
             self.model.class_prior = estimate_class_prior(probs).astype(np.float32)
             log.info("Estimated class frequencies %s", np.round(self.model.class_prior, 3))
 
-    def update_labels(self, i: int, labels, pixel_weights=None) -> None:
+    def update_labels(self, i: int, labels) -> None:
         """Replace the labels of image ``i``; the running loop uses them from its next step.
 
         Thread-safe. Ids the model does not know yet are ignored until the next `Trainer`.
-        ``pixel_weights`` replaces that image's weight map when the Trainer was given them.
         With a ``prepare`` function, ``labels`` are what the user painted; they are prepared
-        in the training thread when the loop takes them up.
+        (targets and pixel weights) in the training thread when the loop takes them up.
         """
         labels = np.array(labels, copy=True)
         if labels.shape != tuple(self.views[i].shape):
             raise InputError(f"New labels have shape {labels.shape}, expected {self.views[i].shape}.")
-        weights = self._weight_map(i, pixel_weights)
         with self._lock:
-            self._pending[i] = (labels, weights)
+            self._pending[i] = labels
 
     def _apply_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-        for i, (labels, weights) in pending.items():
+        for i, labels in pending.items():
+            weights = None
             if self._prepare is not None:
                 try:
                     labels, weights = self._prepare(i, labels)

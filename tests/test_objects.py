@@ -184,9 +184,9 @@ def test_plugin_objects_mode_trains_and_predicts_instances(dock, qtbot):
     # turns them into background / interior / boundary with border weights
     section = widget._train
     section._trainer = objects_trainer(image, painted, config=TrainConfig(steps=1, device="cpu"))
-    section._painted, section._objects = annotation, True
+    section._painted = annotation
     section._push_labels()
-    pushed, _ = section._trainer._pending[0]
+    pushed = section._trainer._pending[0]
     np.testing.assert_array_equal(pushed, annotation.data)
     section._trainer._apply_pending()
     assert {BACKGROUND, INTERIOR, BOUNDARY} <= set(np.unique(section._trainer.labels[0]))
