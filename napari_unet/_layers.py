@@ -20,7 +20,9 @@ __all__ = [
     "annotation_name",
     "class_names_of",
     "current_view",
+    "classes_tiff_metadata",
     "image_array",
+    "image_source",
     "image_info",
     "labels_layer",
     "new_annotation_layer",
@@ -62,14 +64,18 @@ class ImageInfo:
         return self.spatial_shape[:-2]
 
 
+def image_source(layer: Image):
+    """The layer's full-resolution data as it is held (NumPy, dask, zarr, memory map): not read."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 def image_array(layer: Image) -> np.ndarray:
     """The layer's full-resolution data as a NumPy array (reads dask/zarr data)."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    return np.asarray(data)
+    return np.asarray(image_source(layer))
 
 
 def image_info(layer: Image) -> ImageInfo:
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = image_source(layer)
     shape = tuple(int(s) for s in data.shape)
     if layer.rgb:
         return ImageInfo(channel_axis=-1, spatial_shape=shape[:-1])
@@ -209,7 +215,11 @@ def prediction_classes(model) -> dict[int, str] | None:
 def tiff_metadata(layer_metadata: dict) -> dict:
     """TIFF metadata for a labels layer: class ids and names when the layer has them
     (as the command line writes them), else nothing."""
-    names = (layer_metadata or {}).get(_CLASSES_KEY)
+    return classes_tiff_metadata((layer_metadata or {}).get(_CLASSES_KEY))
+
+
+def classes_tiff_metadata(names: dict | None) -> dict:
+    """TIFF metadata for the classes ``{id: name}``: ``class_ids`` and ``class_names`` (None: nothing)."""
     if not names:
         return {}
     ids = sorted(int(k) for k in names)

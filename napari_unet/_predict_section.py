@@ -4,13 +4,19 @@ worker with a progress bar; and "Accept into annotation"."""
 from __future__ import annotations
 
 import logging
+import os
+import re
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QPushButton
+
+from src_models import io as image_io
 
 from . import _layers
 from ._workers import PredictJob, ProgressBox, predict_jobs, start
@@ -82,12 +88,24 @@ class PredictSection(QGroupBox):
             index = ()
             if scope == "Current slice" and info.stack_shape:
                 index = _layers.current_view(owner.viewer, layer).index
+            name = _layers.prediction_name(layer)
+            if not index and self._streams(info):  # read tile by tile, labels into a memory-mapped TIFF
+                jobs.append(PredictJob(name=name, source=layer.name, image=_layers.image_source(layer),
+                                       channel_axis=info.channel_axis, full_shape=info.spatial_shape,
+                                       stream_to=str(stream_path(name)),
+                                       metadata=_layers.classes_tiff_metadata(_layers.prediction_classes(owner.model))))
+                continue
             pixels = np.asarray(layer.data[index]) if index else _layers.image_array(layer)
-            jobs.append(PredictJob(name=_layers.prediction_name(layer), source=layer.name, image=pixels,
+            jobs.append(PredictJob(name=name, source=layer.name, image=pixels,
                                    channel_axis=info.channel_axis, full_shape=info.spatial_shape, index=index))
         if skipped:
             show_warning(f"Skipped {', '.join(skipped)}: the model expects {expected} channel(s).")
         return jobs
+
+    def _streams(self, info: _layers.ImageInfo) -> bool:
+        """Whether a whole image is big enough to stream (objects need the whole image at once)."""
+        objects = self._owner.model.info.get("mode") == "objects"
+        return not objects and int(np.prod(info.spatial_shape, dtype=np.int64)) > image_io.STREAM_PIXELS
 
     def start(self) -> bool:
         owner = self._owner
@@ -124,6 +142,9 @@ class PredictSection(QGroupBox):
         _layers.show_labels(viewer, job.name, labels, like=source, colors_from=self._owner.annotation_layer(),
                             index=job.index, full_shape=job.full_shape,
                             classes=_layers.prediction_classes(self._owner.model))
+        if job.stream_to:
+            show_info(f"{job.name} was streamed to {job.stream_to}; the layer reads it from there as you look. "
+                      "Export writes a compressed copy.")
 
     def _on_error(self, error: BaseException) -> None:
         log.error("prediction failed", exc_info=error)
@@ -162,3 +183,10 @@ class PredictSection(QGroupBox):
             return 0
         show_info(f"Accepted {filled} predicted pixels into {annotation.name}; painted pixels kept.")
         return filled
+
+
+def stream_path(name: str) -> Path:
+    """Where the streamed prediction ``name`` is written: ``<folder>/<name>.tif``, the folder
+    being ``$NAPARI_UNET_STREAM_DIR`` or ``<temp>/napari-unet``."""
+    folder = os.environ.get("NAPARI_UNET_STREAM_DIR") or Path(tempfile.gettempdir()) / "napari-unet"
+    return Path(folder) / (re.sub(r"[^\w.-]+", "_", name) + ".tif")

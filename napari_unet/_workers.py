@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from src_models import Cancelled
+from src_models.io import create_labels_tiff
 from src_models.objects import predict_objects
 
 from ._layers import View
@@ -146,14 +147,22 @@ class ProgressBox:
 @dataclass(frozen=True)
 class PredictJob:
     """One prediction: ``image`` (the part to predict) of layer ``source`` goes to layer
-    ``name`` (of ``full_shape``) at stack position ``index``."""
+    ``name`` (of ``full_shape``) at stack position ``index``.
+
+    With ``stream_to`` (a path) ``image`` may be lazy (dask, zarr, memory map): it is read
+    tile by tile and the labels are written band by band into an uncompressed TIFF there
+    (``metadata`` in its tags), which is yielded as a memory map, so neither the image nor
+    the labels are ever whole in memory.
+    """
 
     name: str
     source: str
-    image: np.ndarray
+    image: Any
     channel_axis: int | None
     full_shape: tuple[int, ...]
     index: tuple[int, ...] = ()
+    stream_to: str | None = None
+    metadata: dict | None = None
 
 
 def predict_jobs(
@@ -162,9 +171,15 @@ def predict_jobs(
     """Predict each job tile by tile; yield ``(job, labels)`` after each, stop early on ``cancel``."""
     for number, job in enumerate(jobs):
         box.next_job(number)
+        options = dict(channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel, notice=box.notice)
         try:
-            labels = segment(model, job.image, channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel,
-                             notice=box.notice)
+            if job.stream_to:
+                labels = create_labels_tiff(job.stream_to, job.full_shape, model.class_map.dtype, overwrite=True,
+                                            metadata=job.metadata)
+                model.predict(job.image, out=labels, **options)
+                labels.flush()
+            else:
+                labels = segment(model, job.image, **options)
         except Cancelled:
             return
         yield job, labels

@@ -1,7 +1,7 @@
 """``napari-unet`` command line: train from painted labels, predict masks tile by tile.
 
     napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N]
-                      [--device auto|cpu|cuda|mps] [--from MODEL] [--dense] [--preset small|large|auto] [--objects]
+                      [--device auto|cpu|cuda|mps] [--precision auto|bf16|fp32] [--from MODEL] [--dense] [--preset small|large|auto] [--objects]
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--device ...] [--tta] [--overwrite]
                         [--objects] [--semantic]
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in (train, predict):
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+        p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
+                       help="bf16 autocast or fp32 (auto: bf16 on CUDA and on CPUs with hardware bf16)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -151,10 +154,6 @@ def _train(args) -> int:
     return 130 if result.stopped else 0
 
 
-#: Images with more pixels than this are predicted from the file tile by tile into an uncompressed TIFF.
-_STREAM_PIXELS = 64 * 2**20
-
-
 def _predict(args) -> int:
     import numpy as np
 
@@ -165,6 +164,7 @@ def _predict(args) -> int:
         write_labels_tiff,
     )
     from src_models.images import guess_channel_axis
+    from src_models import io as image_io
     from src_models.io import create_labels_tiff, open_image_lazily
     from src_models.objects import predict_objects
 
@@ -186,7 +186,7 @@ def _predict(args) -> int:
     for path, target in zip(args.images, targets):
         suffix = Path(path).suffix.lower()
         lazy = open_image_lazily(path) if suffix in (".tif", ".tiff", ".zarr") else None
-        big = lazy is not None and not objects and np.prod(lazy.shape, dtype=np.int64) > _STREAM_PIXELS
+        big = lazy is not None and not objects and np.prod(lazy.shape, dtype=np.int64) > image_io.STREAM_PIXELS
         image = lazy if big else np.asarray(lazy) if suffix == ".zarr" else read_image(path)
         try:
             axis = guess_channel_axis(image.shape, n_channels=model.config.in_channels)
@@ -254,6 +254,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from src_models import Cancelled, InputError, ModelFileError
 
+    if getattr(args, "precision", None):
+        os.environ["NAPARI_UNET_PRECISION"] = args.precision  # read by src_models.device.uses_bf16
     try:
         return {"train": _train, "predict": _predict, "view": _view}[args.command](args)
     except (InputError, ModelFileError) as exc:

@@ -1,13 +1,18 @@
-"""Choice of the compute device: CUDA, then Apple MPS, then CPU, overridable by name."""
+"""Choice of the compute device (CUDA, then Apple MPS, then CPU) and of its arithmetic precision."""
 from __future__ import annotations
+
+import contextlib
+import functools
+import os
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["pick_device", "DEVICE_CHOICES"]
+__all__ = ["pick_device", "DEVICE_CHOICES", "PRECISION_CHOICES", "autocast", "uses_bf16"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
 
 
 def _mps_available() -> bool:
@@ -48,3 +53,46 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX), where oneDNN's
+    bf16 convolutions run about twice as fast as fp32 ones. Read from ``/proc/cpuinfo``;
+    False where it cannot be read (macOS, Windows), so those stay in fp32."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether the network runs under bf16 autocast on ``device``.
+
+    ``precision``: ``"fp32"`` never, ``"bf16"`` always (CUDA or CPU), ``"auto"`` on CUDA and
+    on CPUs with hardware bf16. The environment variable ``NAPARI_UNET_PRECISION`` overrides
+    ``"auto"``.
+    """
+    if precision == "auto":
+        precision = os.environ.get("NAPARI_UNET_PRECISION", "auto").lower()
+    if precision not in PRECISION_CHOICES:
+        raise InputError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}.")
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return False
+    if precision == "bf16" or device.type == "cuda":
+        return True
+    return cpu_has_native_bf16()
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The context the network's forward pass runs in: bf16 autocast where `uses_bf16`, else nothing."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

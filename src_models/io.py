@@ -8,7 +8,11 @@ import tifffile
 
 from .errors import InputError
 
-__all__ = ["create_labels_tiff", "labels_dtype", "open_image_lazily", "read_image", "write_labels_tiff"]
+__all__ = ["STREAM_PIXELS", "create_labels_tiff", "labels_dtype", "open_image_lazily", "read_image", "write_labels_tiff"]
+
+#: Images with more pixels than this are best predicted tile by tile from their source into a
+#: memory-mapped TIFF (`create_labels_tiff`) rather than into memory: the CLI and the plugin do so.
+STREAM_PIXELS = 64 * 2**20
 
 
 def read_image(path) -> np.ndarray:
@@ -75,7 +79,7 @@ def create_labels_tiff(path, shape, dtype=np.uint8, *, overwrite: bool = False,
         path.unlink()
     big = np.prod(shape, dtype=np.int64) * np.dtype(dtype).itemsize > 2**32 - 2**25
     return tifffile.memmap(path, shape=tuple(shape), dtype=dtype, bigtiff=bool(big),
-                           metadata=metadata or {})
+                           photometric="minisblack", metadata=metadata or {})
 
 
 def labels_dtype(labels) -> np.dtype:
@@ -102,6 +106,6 @@ def write_labels_tiff(path, labels, *, overwrite: bool = False, metadata: dict |
         raise InputError("Labels to write must not be negative.")
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.promote_types(labels_dtype(labels), min_dtype)
-    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib",
+    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib", photometric="minisblack",
                      metadata=metadata or {})
     return path

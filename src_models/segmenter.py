@@ -6,7 +6,6 @@ lazy arrays tile by tile, and saves to / loads from one safe file (see `checkpoi
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import mmap
@@ -18,7 +17,7 @@ import torch
 from .calibration import apply_class_prior
 from .classmap import ClassMap
 from .config import TileConfig, UNetConfig, preset_config
-from .device import pick_device
+from .device import autocast, pick_device, uses_bf16
 from .errors import InputError
 from .images import ImageView, Normalization
 from .model import UNet
@@ -183,10 +182,17 @@ class UNetModel:
             tile = TileConfig(tile_size=512, halo=32, blend=16, batch_size=1)
         return dataclasses.replace(tile, **changes) if changes else tile
 
+    #: ``"auto"`` (bf16 autocast on CUDA and on CPUs with hardware bf16), ``"bf16"`` or ``"fp32"``;
+    #: set on the instance to override. Not stored in the model file.
+    precision = "auto"
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the network runs under bf16 autocast here (see `device.uses_bf16`)."""
+        return uses_bf16(self.device, self.precision)
+
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     @torch.no_grad()
     def predict_probabilities_batch(self, batch: np.ndarray, tta: bool = False,

@@ -1,13 +1,12 @@
 """The cancellable training loop: `Trainer.run` is a generator of `Progress` events.
 
 Order of a step (as nnU-Net's ``train_step``): zero_grad(set_to_none) -> forward under
-bf16 autocast on CUDA only -> loss -> backward -> clip -> optimizer step. The loop checks
+bf16 autocast (CUDA, CPUs with hardware bf16) -> loss -> backward -> clip -> optimizer step. The loop checks
 a `threading.Event` before every step, so a stop request ends it after the current step
 with the weights kept. Strokes added while it runs are taken up through `update_labels`.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -323,15 +322,13 @@ class Trainer:
         """
         cfg = self.config
         net = self.model.net
-        device = self.device
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.model.channels_last
         if channels_last:
             net.to(memory_format=torch.channels_last)
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         opt = self._optimizer
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                    else contextlib.nullcontext())
+        autocast = self.model._autocast()
         net.train()
         losses: list[float] = []
         pseudo_points = [0.5, 0.75] if cfg.pseudo_labels else []

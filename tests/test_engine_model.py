@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from src_models import ClassMap, ModelFileError, UNet, UNetConfig, UNetModel
+from src_models import ClassMap, InputError, ModelFileError, UNet, UNetConfig, UNetModel
 from src_models.augment import Augmenter
 from src_models.losses import balanced_cross_entropy, border_weight_map, soft_dice_loss
 
@@ -220,3 +220,26 @@ def test_inference_copy_folds_batch_norm_and_follows_weight_updates():
     after = model.predict_probabilities_batch(batch)
     assert after[:, 0].mean() > before[:, 0].mean() + 0.1
     assert model.default_tile().tile_size == 512 and model.default_tile(tta=True).tta
+
+
+def test_precision_is_a_choice_and_bf16_on_the_cpu_agrees_with_fp32(monkeypatch):
+    from src_models.device import uses_bf16
+
+    cpu = torch.device("cpu")
+    assert not uses_bf16(cpu, "fp32") and uses_bf16(cpu, "bf16")
+    assert not uses_bf16(torch.device("mps"), "bf16")  # no bf16 autocast on Apple GPUs
+    monkeypatch.setenv("NAPARI_UNET_PRECISION", "fp32")
+    assert not uses_bf16(cpu, "auto")
+    with pytest.raises(InputError, match="precision"):
+        uses_bf16(cpu, "fp8")
+
+    model = UNetModel.new(1, ClassMap((1, 2)), preset="small", device="cpu", seed=0)
+    image = np.random.default_rng(0).random((96, 128)).astype(np.float32)
+    model.precision = "fp32"
+    assert not model.bf16
+    fp32 = model.predict(image, probabilities=True)[1]
+    model.precision = "bf16"
+    assert model.bf16
+    bf16 = model.predict(image, probabilities=True)[1]
+    assert not np.array_equal(fp32, bf16)  # it did run in another precision
+    np.testing.assert_allclose(bf16, fp32, atol=0.03)

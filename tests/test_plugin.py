@@ -270,3 +270,29 @@ def test_panel_scrolls_instead_of_clipping_in_a_short_window(dock, nuclei, qtbot
     table = widget._classes
     assert widget._scroll.verticalScrollBar().maximum() > 0  # taller than the dock: it scrolls
     assert table.height() >= table.sizeHint().height()  # every class row stays visible
+
+
+def test_big_image_streams_into_a_memory_mapped_tiff(dock, nuclei, tmp_path, monkeypatch):
+    import dask.array as da
+
+    from src_models import io as image_io
+
+    image, mask = nuclei
+    stack = np.stack([image, image[::-1], image[:, ::-1]]).astype(np.uint16) * 100
+    viewer, widget = dock(da.from_array(stack, chunks=(1, 48, 48)))  # a lazy layer
+    paint(widget.new_annotation_layer(), np.stack([stroke_labels(mask), 0 * mask, 0 * mask]))
+    _train(widget, steps=2)
+    monkeypatch.setattr(image_io, "STREAM_PIXELS", 10_000)  # this stack now counts as big
+    monkeypatch.setenv("NAPARI_UNET_STREAM_DIR", str(tmp_path))
+    widget._predict._scope_combo.setCurrentText("Whole image")
+    widget._predict._predict_btn.click()
+
+    data = viewer.layers["img prediction"].data
+    assert isinstance(data, np.memmap) or isinstance(data.base, np.memmap)  # read from the file, not loaded
+    with tifffile.TiffFile(tmp_path / "img_prediction.tif") as tif:
+        assert tif.pages[0].compression == 1  # uncompressed, memory-mappable
+        assert tif.shaped_metadata[0]["class_ids"] == [1, 2]
+        on_disk = tif.asarray()
+    np.testing.assert_array_equal(on_disk, np.asarray(data))
+    expected = widget.model.predict(stack, tile=widget.tile)
+    np.testing.assert_array_equal(on_disk, expected)

@@ -5,6 +5,7 @@ import tifffile
 
 from napari_unet import cli
 from src_models import ClassMap, InputError, TileConfig, UNetModel
+from src_models import io as image_io
 from src_models.io import create_labels_tiff, open_image_lazily
 
 TILE = TileConfig(tile_size=128, halo=16, blend=8, batch_size=2)
@@ -60,7 +61,7 @@ def test_cli_streams_big_images_into_an_uncompressed_tiff(tmp_path, monkeypatch,
     model.save(tmp_path / "m.safetensors")
     image = _image((300, 400))
     tifffile.imwrite(tmp_path / "img.tif", image)
-    monkeypatch.setattr(cli, "_STREAM_PIXELS", 10_000)  # make this small image count as big
+    monkeypatch.setattr(image_io, "STREAM_PIXELS", 10_000)  # make this small image count as big
     rc = cli.main(["predict", "--model", str(tmp_path / "m.safetensors"), "--images", str(tmp_path / "img.tif"),
                    "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--quiet", "--tile-size", "128"])
     assert rc == 0 and "streamed" in capsys.readouterr().out
@@ -81,7 +82,7 @@ def test_cli_reads_a_zarr_folder_small_or_streamed(tmp_path, monkeypatch):
     assert open_image_lazily(tmp_path / "img.zarr").shape == image.shape
     expected = model.predict(image, tile=TileConfig(tile_size=128))
     for limit, out_dir in ((10**9, "small"), (10_000, "big")):
-        monkeypatch.setattr(cli, "_STREAM_PIXELS", limit)
+        monkeypatch.setattr(image_io, "STREAM_PIXELS", limit)
         rc = cli.main(["predict", "--model", str(tmp_path / "m.safetensors"), "--images", str(tmp_path / "img.zarr"),
                        "--out-dir", str(tmp_path / out_dir), "--device", "cpu", "--quiet", "--tile-size", "128"])
         assert rc == 0
