@@ -3,6 +3,7 @@
     python bench/speed.py                      # the machine's default device, --big 4096
     python bench/speed.py --device cpu --quick # smoke run, a minute or two
     python bench/speed.py --big 16384          # the issue's size: 268 Mpx, ~2 min at 2 Mpx/s, far longer on a busy CPU
+    python bench/speed.py --big 0 --stack 200  # the issue's 200 x 2048² stack (800 Mpx)
 
 Rows: bare train step (the engine's default model for the device, `UNetModel.new(preset="auto")`,
 forward + backward + AdamW, channels-last and bf16 autocast as the engine uses them), the engine's
@@ -194,18 +195,23 @@ print(json.dumps({"seconds": seconds, "maxrss_mb": peak_mb(),
 """
 
 
-def stream_big(size, device):
-    """Peak RSS (MB, VmHWM) and seconds of predicting a ``size``² uint16 memory-mapped TIFF in a fresh process."""
+def stream_big(shape, device):
+    """Peak RSS (MB, VmHWM) and seconds of predicting a uint16 memory-mapped TIFF of ``shape``
+    (``(H, W)`` or a stack ``(Z, H, W)``) in a fresh process."""
     import tifffile
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "big.tif", Path(tmp) / "big_mask.tif"
-        big = tifffile.memmap(src, shape=(size, size), dtype=np.uint16, bigtiff=size * size * 2 > 2**31)
+        n_bytes = int(np.prod(shape, dtype=np.int64)) * 2
+        big = tifffile.memmap(src, shape=shape, dtype=np.uint16, bigtiff=n_bytes > 2**31, photometric="minisblack")
+        planes = big.reshape(-1, *shape[-2:])
         tile = synthetic(1024, seed=3)[0]
-        for y in range(0, size, 1024):  # written band by band: this process never holds the whole image
-            for x in range(0, size, 1024):
-                big[y:y + 1024, x:x + 1024] = tile[:min(1024, size - y), :min(1024, size - x)]
-        big.flush()
-        del big
+        h, w = shape[-2:]
+        for plane in planes:  # written block by block: this process never holds the whole image
+            for y in range(0, h, 1024):
+                for x in range(0, w, 1024):
+                    plane[y:y + 1024, x:x + 1024] = tile[:min(1024, h - y), :min(1024, w - x)]
+            big.flush()
+        del big, planes
         proc = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(Path(__file__).resolve().parents[1]),
                                str(src), str(dst), str(device)], capture_output=True, text=True, check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -224,6 +230,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (smoke test)")
     parser.add_argument("--big", type=int, default=4096, help="side of the streamed uint16 TIFF (0: skip)")
+    parser.add_argument("--stack", type=int, default=0,
+                        help="also stream a stack of this many 2048² uint16 slices (the issue's 200: ~5 min on 2 cores)")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="bf16 autocast or fp32 (sets NAPARI_UNET_PRECISION; auto: bf16 on CUDA and on CPUs "
@@ -282,11 +290,13 @@ def main(argv=None):
                  "ratio": None, "note": "target >= 0.8 (GPU); the halo alone costs "
                  f"{1 - ((tile.tile_size - 2 * tile.halo) / tile.tile_size) ** 2:.0%} of the pixels"})
 
-    if args.big:
-        res = stream_big(args.big, device)
-        row(f"streaming predict {args.big}² uint16 memmap TIFF -> memmap TIFF: peak RSS", res["maxrss_mb"], "MB",
+    for shape in ([(args.big, args.big)] if args.big else []) + ([(args.stack, 2048, 2048)] if args.stack else []):
+        res = stream_big(shape, device)
+        size = " x ".join(map(str, shape[:-2])) + (" x " if len(shape) > 2 else "") + f"{shape[-2]}²"
+        n_px = int(np.prod(shape, dtype=np.int64))
+        row(f"streaming predict {size} uint16 memmap TIFF -> memmap TIFF: peak RSS", res["maxrss_mb"], "MB",
             2048, note=f"{res['baseline_mb']:.0f} MB before predicting (torch + model); {res['seconds']:.0f} s, "
-            f"{args.big ** 2 / res['seconds'] / 1e6:.2f} Mpx/s, input as {res['type']}; reference: the 2 GB limit")
+            f"{n_px / res['seconds'] / 1e6:.2f} Mpx/s, input as {res['type']}; reference: the 2 GB limit")
 
     print(f"Machine: {machine(device)}; device {device}. Timings are wall-clock medians on a possibly shared "
           "machine: treat them as rough.")

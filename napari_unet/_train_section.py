@@ -180,6 +180,8 @@ class TrainSection(QGroupBox):
             budget = f" / {progress.time_budget:.0f} s" if progress.time_budget else ""
             self._loss_label.setText(
                 f"step {progress.step} · loss {progress.loss:.4f} · {progress.elapsed:.0f} s{budget}")
+            if progress.notice:
+                show_warning(progress.notice)
         if self._image is None:
             return
         if update.preview is not None:

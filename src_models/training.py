@@ -44,6 +44,7 @@ class Progress:
     total_steps: int | None
     time_budget: float | None
     lr: float
+    notice: str | None = None  # something the user should know, e.g. a smaller batch after running out of memory
 
     @property
     def fraction(self) -> float:
@@ -334,6 +335,8 @@ class Trainer:
         pseudo_points = [0.5, 0.75] if cfg.pseudo_labels else []
         stopped = False
         step = 0
+        batch = cfg.batch_size  # halved if the device runs out of memory
+        notice = None
         start = time.perf_counter()
         try:
             while True:
@@ -351,25 +354,26 @@ class Trainer:
                 lr = self._lr(step, elapsed)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x, y, w = self.sampler.draw(cfg.batch_size)
-                if cfg.augment:
-                    x, y, w = self._augmenter(x, y, w, generator=self._generator)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                opt.zero_grad(set_to_none=True)
-                with autocast:
-                    logits = net(x)
-                loss = self._loss(logits.float(), y, w)
-                if cfg.smoothness_weight:
-                    loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                opt.step()
+                try:
+                    loss = self._step(batch, autocast, channels_last)
+                except torch.OutOfMemoryError:
+                    opt.zero_grad(set_to_none=True)
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if batch == 1:
+                        raise InputError(
+                            f"The {self.device.type.upper()} ran out of memory even with one {cfg.patch_size}² patch "
+                            "per step; train on the CPU (device cpu) or with a smaller patch size.") from None
+                    batch //= 2
+                    notice = f"Out of {self.device.type.upper()} memory while training: going on with {batch} " \
+                             "patch(es) per step."
+                    log.warning(notice)
+                    continue
                 step += 1
-                losses.append(float(loss.detach()))
+                losses.append(loss)
                 elapsed = time.perf_counter() - start
-                yield Progress(step, losses[-1], elapsed, self._eta(step, elapsed), cfg.steps, cfg.time_budget, lr)
+                yield Progress(step, loss, elapsed, self._eta(step, elapsed), cfg.steps, cfg.time_budget, lr, notice)
+                notice = None
         finally:
             net.eval()
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
@@ -377,6 +381,26 @@ class Trainer:
         if cfg.class_prior and step:
             self._estimate_prior()
         return TrainResult(self.model, step, stopped, time.perf_counter() - start, losses)
+
+    def _step(self, batch: int, autocast, channels_last: bool) -> float:
+        """One optimisation step on ``batch`` fresh patches; returns the loss."""
+        cfg, net, opt = self.config, self.model.net, self._optimizer
+        x, y, w = self.sampler.draw(batch)
+        if cfg.augment:
+            x, y, w = self._augmenter(x, y, w, generator=self._generator)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            logits = net(x)
+        loss = self._loss(logits.float(), y, w)
+        if cfg.smoothness_weight:
+            loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        return float(loss.detach())
 
     def _eta(self, step: int, elapsed: float) -> float | None:
         cfg = self.config

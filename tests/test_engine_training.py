@@ -160,3 +160,28 @@ def test_pseudo_labels_and_smoothness_options_train():
     key = next(iter(trainer._pseudo))
     assert (trainer._pseudo[key] >= 0).all()
     assert np.array_equal(trainer.labels[0], strokes)  # the user's strokes are untouched
+
+
+def test_running_out_of_memory_halves_the_batch_then_says_what_to_do():
+    import torch
+
+    image, truth = _blobs()
+    trainer = Trainer(image, _strokes(truth), config=TrainConfig(steps=3, time_budget=None, **{**TINY, "batch_size": 4}))
+    limit = {"batch": 1}
+
+    def too_big(_module, inputs):  # a device whose memory holds `limit` patches at a time
+        if inputs[0].shape[0] > limit["batch"]:
+            raise torch.OutOfMemoryError("out of memory (simulated by a forward hook)")
+
+    hook = trainer.model.net.register_forward_pre_hook(too_big)
+    events = list(trainer.run())
+    assert [e.step for e in events] == [1, 2, 3]  # no step lost
+    assert "going on with 1 patch(es)" in events[0].notice and events[1].notice is None
+
+    hook.remove()
+
+    stuck = Trainer(image, _strokes(truth), config=TrainConfig(steps=1, time_budget=None, **TINY))
+    limit["batch"] = 0  # not even one patch fits
+    stuck.model.net.register_forward_pre_hook(too_big)
+    with pytest.raises(InputError, match="ran out of memory even with one 32² patch"):
+        list(stuck.run())
