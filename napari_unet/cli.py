@@ -1,7 +1,8 @@
 """``napari-unet`` command line: train from painted labels, predict masks tile by tile.
 
     napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N]
-                      [--device auto|cpu|cuda|mps] [--precision auto|bf16|fp32] [--from MODEL] [--dense] [--preset small|large|auto] [--objects]
+                      [--device auto|cpu|cuda|mps] [--precision auto|bf16|fp32] [--from MODEL] [--dense]
+                      [--preset small|large|auto] [--objects] [--3d [--z-ratio R] [--patch-depth N]]
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--device ...] [--tta] [--overwrite]
                         [--objects] [--semantic]
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(with --dense: 0 = background, every id > 0 one object)")
     train.add_argument("--preset", default="auto", choices=["auto", "small", "large"],
                        help="network size (auto: large on CUDA, small otherwise)")
+    train.add_argument("--3d", dest="volume", action="store_true",
+                       help="train a 3D U-Net on blocks of each stack (Z, Y, X) instead of a 2D one on its slices")
+    train.add_argument("--z-ratio", type=float, default=1.0, metavar="R",
+                       help="with --3d: Z voxel size / XY voxel size (Z is pooled only where it is not much coarser)")
+    train.add_argument("--patch-depth", type=int, default=None, metavar="N", help="with --3d: planes per block")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--patch-size", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
@@ -112,6 +118,12 @@ def _train(args) -> int:
         fields["batch_size"] = args.batch_size
     if args.patch_size:
         fields["patch_size"] = args.patch_size
+    if args.volume:
+        if args.objects:
+            raise InputError("--3d and --objects do not go together yet; train objects with a 2D model.")
+        fields.update(dims=3, z_ratio=args.z_ratio)
+        if args.patch_depth:
+            fields["patch_depth"] = args.patch_depth
     try:
         config = TrainConfig(**fields)
     except ValueError as exc:

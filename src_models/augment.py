@@ -17,7 +17,8 @@ __all__ = ["Augmenter"]
 @dataclass(frozen=True)
 class Augmenter:
     """Random transforms applied to a batch ``image (B, C, H, W)``, ``target (B, H, W)``,
-    ``weight (B, H, W)`` (optional) together.
+    ``weight (B, H, W)`` (optional) together; or to 3D blocks ``(B, C, Z, H, W)``,
+    ``(B, Z, H, W)``: a flip of Z and the same in-plane transforms for all planes of a block.
 
     Parameters
     ----------
@@ -37,12 +38,31 @@ class Augmenter:
     intensity: bool = True
 
     def __call__(self, image, target, weight=None, *, generator: torch.Generator):
+        if image.ndim == 5:
+            return self._volume(image, target, weight, generator)
         image, target, weight = _dihedral(image, target, weight, generator)
         if self.elastic:
             image, target, weight = _elastic(image, target, weight, self.grid, self.displacement, generator)
         if self.intensity:
             image = _intensity(image, generator)
         return image, target, weight
+
+    def _volume(self, image, target, weight, generator):
+        """3D blocks ``image (B, C, Z, H, W)``, ``target (B, Z, H, W)``: a random flip of Z, then
+        the same in-plane transforms for every plane of a block (Z folded into channels), so
+        planes stay aligned as they are in the volume."""
+        b, c, z, h, w = image.shape
+        flip = (torch.rand(b, generator=generator, device=generator.device) < 0.5).tolist()
+        image = torch.stack([v.flip(1) if f else v for v, f in zip(image, flip)])
+        target = torch.stack([t.flip(0) if f else t for t, f in zip(target, flip)])
+        if weight is not None:
+            weight = torch.stack([t.flip(0) if f else t for t, f in zip(weight, flip)])
+        image, target, weight = _dihedral(image.reshape(b, c * z, h, w), target, weight, generator)
+        if self.elastic:
+            image, target, weight = _elastic(image, target, weight, self.grid, self.displacement, generator)
+        if self.intensity:
+            image = _intensity(image, generator)
+        return image.reshape(b, c, z, h, w), target, weight
 
 
 def _rand(generator, *shape, device):
@@ -83,13 +103,17 @@ def _elastic(image, target, weight, grid, displacement, generator):
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
     coords = base.unsqueeze(0) + flow.permute(0, 2, 3, 1)
     warped = F.grid_sample(image, coords, mode="bilinear", padding_mode="reflection", align_corners=True)
-    # labels: shift by one so that "unpainted" (-1) survives nearest sampling as 0
-    lab = (target + 1).unsqueeze(1).float()
-    lab = F.grid_sample(lab, coords, mode="nearest", padding_mode="reflection", align_corners=True)
-    target = lab.squeeze(1).round().long() - 1
+    # labels: shift by one so that "unpainted" (-1) survives nearest sampling as 0;
+    # targets and weights of 3D blocks (B, Z, H, W) warp their Z planes as channels
+    planes = target.ndim == 4
+    lab = (target + 1).float()
+    lab = F.grid_sample(lab if planes else lab.unsqueeze(1), coords, mode="nearest", padding_mode="reflection",
+                        align_corners=True)
+    target = (lab if planes else lab.squeeze(1)).round().long() - 1
     if weight is not None:
-        weight = F.grid_sample(weight.unsqueeze(1), coords, mode="bilinear", padding_mode="reflection",
-                               align_corners=True).squeeze(1)
+        warped_w = F.grid_sample(weight if planes else weight.unsqueeze(1), coords, mode="bilinear",
+                                 padding_mode="reflection", align_corners=True)
+        weight = warped_w if planes else warped_w.squeeze(1)
     return warped, target, weight
 
 

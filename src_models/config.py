@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config"]
+import numpy as np
+
+__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config", "z_pooling_for"]
 
 
 class _Record:
@@ -41,6 +43,13 @@ class UNetConfig(_Record):
         Up-sampling in the expanding path.
     dropout : float
         Dropout probability at the bottleneck (the paper's drop-out layers).
+    dims : {2, 3}
+        2: the network sees one plane ``(B, C, H, W)``; 3: a block of a volume
+        ``(B, C, Z, H, W)`` with 3x3x3 convolutions (a 3D U-Net).
+    z_pooling : tuple of int, optional
+        3D only: the pooling factor along Z (1 or 2) of each of the ``depth`` steps; in-plane
+        it is always 2. None pools Z at every step (isotropic voxels); `z_pooling_for` derives
+        it from the voxel size, pooling Z only where it is not much coarser than Y and X.
     """
 
     in_channels: int
@@ -50,6 +59,8 @@ class UNetConfig(_Record):
     norm: str = "batch"
     up: str = "transpose"
     dropout: float = 0.5
+    dims: int = 2
+    z_pooling: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.in_channels < 1:
@@ -66,11 +77,49 @@ class UNetConfig(_Record):
             raise ValueError(f"up must be 'transpose' or 'bilinear', got {self.up!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims}.")
+        if self.z_pooling is not None:
+            z_pooling = tuple(int(f) for f in self.z_pooling)  # JSON gives a list
+            object.__setattr__(self, "z_pooling", z_pooling)
+            if self.dims != 3:
+                raise ValueError("z_pooling is for 3D networks (dims=3).")
+            if len(z_pooling) != self.depth or not set(z_pooling) <= {1, 2}:
+                raise ValueError(f"z_pooling needs one factor, 1 or 2, per level ({self.depth}); got {z_pooling}.")
 
     @property
     def size_multiple(self) -> int:
-        """Input sizes that are multiples of this keep every pooling step exact."""
+        """Input sizes (Y and X) that are multiples of this keep every pooling step exact."""
         return 2 ** self.depth
+
+    @property
+    def pool_factors(self) -> tuple[int, ...]:
+        """Z pooling factor of each level (all 2 for 2D networks, where Z does not exist)."""
+        if self.dims == 2 or self.z_pooling is None:
+            return (2,) * self.depth
+        return self.z_pooling
+
+    @property
+    def z_multiple(self) -> int:
+        """3D: block depths (Z) that are multiples of this keep every pooling step exact."""
+        return int(np.prod(self.pool_factors)) if self.dims == 3 else 1
+
+
+def z_pooling_for(z_ratio: float, depth: int) -> tuple[int, ...]:
+    """Z pooling factors for voxels ``z_ratio`` times as deep as they are wide (as nnU-Net does).
+
+    Y and X are pooled at every level; Z only at the levels where its current spacing is at
+    most twice the in-plane one, so coarse Z is kept until Y and X have caught up.
+    ``z_pooling_for(1, 3) == (2, 2, 2)``; ``z_pooling_for(5, 3) == (1, 1, 2)``.
+    """
+    if z_ratio <= 0:
+        raise ValueError(f"z_ratio (Z voxel size / XY voxel size) must be positive, got {z_ratio}.")
+    factors, z, xy = [], float(z_ratio), 1.0
+    for _ in range(depth):
+        factor = 2 if z <= 2 * xy else 1
+        factors.append(factor)
+        z, xy = z * factor, xy * 2
+    return tuple(factors)
 
 
 #: Named architectures: ``small`` trains interactively on a laptop CPU, ``large`` is for a GPU.
@@ -110,6 +159,10 @@ class TrainConfig(_Record):
     the connected regions of the last class, stressing thin gaps between them (ISBI: the
     membranes between cells); None means on when exactly two classes are painted.
 
+    3D: ``dims=3`` makes a new model a 3D U-Net trained on blocks of ``patch_depth`` planes
+    of a stack (Z, Y, X); ``z_ratio`` (Z voxel size / XY voxel size) decides where it pools Z
+    (`z_pooling_for`). A given model's own ``dims`` wins.
+
     Objects mode: ``fill_reach`` (pixels) extends the strokes into the unpainted band between
     background and object strokes, following the image's edges (`objects.fill_between_strokes`);
     0 turns it off. Without it, a model trained from strokes draws every object too large.
@@ -140,6 +193,9 @@ class TrainConfig(_Record):
     pseudo_weight: float = 0.5
     class_prior: bool = True
     fill_reach: int = 8
+    dims: int = 2
+    z_ratio: float = 1.0
+    patch_depth: int = 16
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:
@@ -156,6 +212,10 @@ class TrainConfig(_Record):
             raise ValueError(f"lr must be positive, got {self.lr}.")
         if self.fill_reach < 0:
             raise ValueError(f"fill_reach must not be negative, got {self.fill_reach}.")
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims}.")
+        if self.z_ratio <= 0 or self.patch_depth < 1:
+            raise ValueError("z_ratio and patch_depth must be positive.")
 
 
 @dataclass(frozen=True)
@@ -176,6 +236,8 @@ class TileConfig(_Record):
         Tiles per forward pass.
     tta : bool
         Average the 8 flips/90-degree rotations (test-time augmentation).
+    z_tile, z_halo : int
+        3D networks only: depth of a block along Z, halo included, and its halo along Z.
     """
 
     tile_size: int = 256
@@ -183,6 +245,8 @@ class TileConfig(_Record):
     blend: int = 16
     batch_size: int = 4
     tta: bool = False
+    z_tile: int = 16
+    z_halo: int = 4
 
     def __post_init__(self):
         if self.tile_size < 16:
@@ -195,3 +259,5 @@ class TileConfig(_Record):
             raise ValueError(f"tile_size ({self.tile_size}) must exceed twice the halo ({self.halo}).")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if self.z_halo < 0 or self.z_tile <= 2 * self.z_halo:
+            raise ValueError(f"z_tile ({self.z_tile}) must exceed twice z_halo ({self.z_halo}), which is >= 0.")

@@ -73,12 +73,13 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+def uses_bf16(device: torch.device, precision: str = "auto", cpu_auto: bool = True) -> bool:
     """Whether the network runs under bf16 autocast on ``device``.
 
     ``precision``: ``"fp32"`` never, ``"bf16"`` always (CUDA or CPU), ``"auto"`` on CUDA and
-    on CPUs with hardware bf16. The environment variable ``NAPARI_UNET_PRECISION`` overrides
-    ``"auto"``.
+    on CPUs with hardware bf16 (unless ``cpu_auto`` is False: 3D networks, whose bf16
+    training on the CPU (torch 2.13, oneDNN) turned the loss into NaN within a few steps).
+    The environment variable ``NAPARI_UNET_PRECISION`` overrides ``"auto"``.
     """
     if precision == "auto":
         precision = os.environ.get("NAPARI_UNET_PRECISION", "auto").lower()
@@ -88,11 +89,11 @@ def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
         return False
     if precision == "bf16" or device.type == "cuda":
         return True
-    return cpu_has_native_bf16()
+    return cpu_auto and cpu_has_native_bf16()
 
 
-def autocast(device: torch.device, precision: str = "auto"):
+def autocast(device: torch.device, precision: str = "auto", cpu_auto: bool = True):
     """The context the network's forward pass runs in: bf16 autocast where `uses_bf16`, else nothing."""
-    if uses_bf16(device, precision):
+    if uses_bf16(device, precision, cpu_auto):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -42,8 +42,9 @@ def balanced_cross_entropy(
     Tensor
         Scalar; ``sum(w * ce) / sum(w)`` over painted pixels, 0 (with a graph) when none is painted.
     """
-    if logits.ndim != 4 or target.shape != logits.shape[:1] + logits.shape[2:]:
-        raise ValueError(f"logits (B, K, H, W) and target (B, H, W) do not match: {logits.shape}, {target.shape}.")
+    if logits.ndim not in (4, 5) or target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"logits (B, K, [Z,] H, W) and target (B, [Z,] H, W) do not match: "
+                         f"{logits.shape}, {target.shape}.")
     painted = target >= 0
     if not bool(painted.any()):
         return logits.sum() * 0.0
@@ -57,14 +58,15 @@ def balanced_cross_entropy(
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - mean soft Dice over the classes present, on painted pixels only.
 
-    ``logits (B, K, H, W)``, ``target (B, H, W)`` with ``-1`` = not painted.
+    ``logits (B, K, [Z,] H, W)``, ``target (B, [Z,] H, W)`` with ``-1`` = not painted.
     """
     painted = (target >= 0).unsqueeze(1)
     probs = logits.float().softmax(1) * painted
-    onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).permute(0, 3, 1, 2).float() * painted
-    inter = (probs * onehot).sum((0, 2, 3))
-    denom = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    present = onehot.sum((0, 2, 3)) > 0
+    onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).movedim(-1, 1).float() * painted
+    axes = (0, *range(2, logits.ndim))
+    inter = (probs * onehot).sum(axes)
+    denom = probs.sum(axes) + onehot.sum(axes)
+    present = onehot.sum(axes) > 0
     if not bool(present.any()):
         return logits.sum() * 0.0
     dice = (2 * inter + eps) / (denom + eps)

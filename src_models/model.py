@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .blocks import DoubleConv, Down, Head, Up
+from .blocks import DoubleConv, Down, Head, Head3d, Up
 from .config import UNetConfig
 
 __all__ = ["UNet"]
@@ -18,19 +18,24 @@ class UNet(nn.Module):
 
     ``(B, in_channels, H, W) -> (B, n_classes, H, W)`` logits. H and W should be multiples
     of ``2 ** depth`` for exact pooling (other sizes work; the up path pads to the skip).
+    With ``config.dims == 3`` (a 3D U-Net, Çiçek et al. 2016): ``(B, C, Z, H, W)``, Z a
+    multiple of ``config.z_multiple``.
     """
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
         widths = [config.base_width * 2**level for level in range(config.depth + 1)]
-        self.stem = DoubleConv(config.in_channels, widths[0], config.norm)
-        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], config.norm) for i in range(config.depth))
-        self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
+        dims, z = config.dims, config.pool_factors
+        self.stem = DoubleConv(config.in_channels, widths[0], config.norm, dims)
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], config.norm, dims, z[i])
+                                   for i in range(config.depth))
+        dropout = nn.Dropout2d if dims == 2 else nn.Dropout3d
+        self.dropout = dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList(
-            Up(widths[i + 1], widths[i], config.norm, config.up) for i in reversed(range(config.depth))
+            Up(widths[i + 1], widths[i], config.norm, config.up, dims, z[i]) for i in reversed(range(config.depth))
         )
-        self.head = Head(widths[0], config.n_classes)
+        self.head = (Head if dims == 2 else Head3d)(widths[0], config.n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last decoder features ``(B, base_width, H, W)``, before the head."""
@@ -45,15 +50,19 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def receptive_radius(self) -> int:
-        """Pixels of context on each side that can influence one output pixel (an upper bound)."""
+    def receptive_radius(self, axis: str = "xy") -> int:
+        """Pixels of context on each side that can influence one output pixel (an upper bound).
+
+        ``axis="z"``: the same along Z of a 3D network, whose Z may be pooled less.
+        """
+        factors = self.config.pool_factors if axis == "z" else (2,) * self.config.depth
         radius, scale = 2, 1  # stem
-        for _ in range(self.config.depth):
-            scale *= 2
+        for f in factors:
+            scale *= f
             radius += scale // 2 + 2 * scale  # pool offset + two 3x3 convs at this scale
-        for _ in range(self.config.depth):
+        for f in reversed(factors):
             radius += scale  # transposed/bilinear up-sampling context
-            scale //= 2
+            scale //= f
             radius += 2 * scale
         return radius
 
@@ -71,7 +80,7 @@ class UNet(nn.Module):
             names = list(block._modules)
             for first, second in zip(names, names[1:]):
                 conv, norm = block._modules[first], block._modules[second]
-                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                if isinstance(conv, (nn.Conv2d, nn.Conv3d)) and isinstance(norm, (nn.BatchNorm2d, nn.BatchNorm3d)):
                     block._modules[first] = fuse_conv_bn_eval(conv, norm)
                     block._modules[second] = nn.Identity()
         return net.requires_grad_(False)

@@ -15,23 +15,25 @@ __all__ = ["PatchSampler"]
 
 
 class PatchSampler:
-    """Holds the painted slices on the training device and draws patch batches from them.
+    """Holds the painted slices (or volumes) on the training device and draws patch batches.
 
     Parameters
     ----------
     n_classes : int
         Number of network classes (targets hold ``0..n_classes-1`` or ``-1``).
-    patch_size : int
-        Side of the square patches.
+    patch_size : int or tuple of int
+        Side of the square patches, or the patch shape: ``(P, P)``, or ``(Pz, P, P)`` for
+        3D blocks of volumes.
     device : torch.device
         Where slices and patches live.
     rng : numpy.random.Generator
         Source of the patch positions.
     """
 
-    def __init__(self, n_classes: int, patch_size: int, device: torch.device, rng: np.random.Generator):
+    def __init__(self, n_classes: int, patch_size, device: torch.device, rng: np.random.Generator):
         self.n_classes = n_classes
-        self.patch_size = patch_size
+        self.patch_shape = (int(patch_size),) * 2 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        self.patch_size = self.patch_shape[-1]
         self.device = device
         self.rng = rng
         self._slices: dict = {}
@@ -39,27 +41,31 @@ class PatchSampler:
 
     def set_slice(self, key, image: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
                   centres: np.ndarray | None = None) -> None:
-        """Add or replace one painted slice.
+        """Add or replace one painted slice (or volume).
 
         ``image (C, H, W)`` float32 normalised, ``target (H, W)`` int64 with -1 = not painted,
         ``weight (H, W)`` optional per-pixel loss factor, ``centres (H, W)`` bool: where patches
-        may be centred (default: every labelled pixel). A slice without paint is dropped.
+        may be centred (default: every labelled pixel). For 3D patches: ``(C, Z, H, W)`` and
+        ``(Z, H, W)``. A slice without paint is dropped.
         """
-        pad = self.patch_size
+        if target.ndim != len(self.patch_shape):
+            raise ValueError(f"Patches of shape {self.patch_shape} need {len(self.patch_shape)}D targets, "
+                             f"got shape {target.shape}.")
+        pads = [(p, p) for p in self.patch_shape]
         centres = target >= 0 if centres is None else centres
         if not centres.any():
             self.remove_slice(key)
             return
-        img = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
-        tgt = np.pad(target, pad, mode="constant", constant_values=-1)
+        img = np.pad(image, [(0, 0), *pads], mode="symmetric")
+        tgt = np.pad(target, pads, mode="constant", constant_values=-1)
         entry = {
             "image": torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).to(self.device),
             "target": torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.int64)).to(self.device),
             "weight": None if weight is None else torch.from_numpy(
-                np.pad(weight.astype(np.float32), pad, mode="edge")).to(self.device),
+                np.pad(weight.astype(np.float32), pads, mode="edge")).to(self.device),
             # per class: flat indices of the pixels patches may be centred on (computed once)
             "centres": [np.flatnonzero(centres & (target == k)).astype(np.int64) for k in range(self.n_classes)],
-            "width": target.shape[1],
+            "shape": target.shape,
         }
         with self._lock:
             self._slices[key] = entry
@@ -79,8 +85,8 @@ class PatchSampler:
         return [k for k in range(self.n_classes) if any(len(e["centres"][k]) for e in self._slices.values())]
 
     def draw(self, batch_size: int):
-        """Return ``image (B, C, P, P)``, ``target (B, P, P)``, ``weight (B, P, P)`` or None."""
-        p = self.patch_size
+        """Return ``image (B, C, *patch)``, ``target (B, *patch)``, ``weight (B, *patch)`` or None."""
+        shape = self.patch_shape
         with self._lock:
             classes = self.painted_classes
             if not classes:
@@ -92,13 +98,13 @@ class PatchSampler:
                 counts = np.array([len(e["centres"][k]) for e in entries], dtype=np.float64)
                 entry = entries[self.rng.choice(len(entries), p=counts / counts.sum())]
                 flat = entry["centres"][k][self.rng.integers(len(entry["centres"][k]))]
-                y, x = divmod(int(flat), entry["width"])
+                position = np.unravel_index(int(flat), entry["shape"])
                 # the painted pixel lands anywhere inside the patch; +p undoes the padding
-                y0 = int(y) + p - int(self.rng.integers(p))
-                x0 = int(x) + p - int(self.rng.integers(p))
-                images.append(entry["image"][:, y0:y0 + p, x0:x0 + p])
-                targets.append(entry["target"][y0:y0 + p, x0:x0 + p])
+                starts = [int(c) + p - int(self.rng.integers(p)) for c, p in zip(position, shape)]
+                window = tuple(slice(start, start + p) for start, p in zip(starts, shape))
+                images.append(entry["image"][(slice(None), *window)])
+                targets.append(entry["target"][window])
                 if entry["weight"] is not None:
-                    weights.append(entry["weight"][y0:y0 + p, x0:x0 + p])
+                    weights.append(entry["weight"][window])
             weight = torch.stack(weights) if len(weights) == batch_size else None
             return torch.stack(images), torch.stack(targets), weight

@@ -21,7 +21,7 @@ from .device import autocast, pick_device, uses_bf16
 from .errors import InputError
 from .images import ImageView, Normalization
 from .model import UNet
-from .tiling import count_tiles, predict_tiled
+from .tiling import count_tiles, count_volume_blocks, predict_tiled, predict_volume_tiled
 
 __all__ = ["UNetModel"]
 
@@ -114,13 +114,18 @@ class UNetModel:
         self.device = pick_device(device)
         self.net.to(self.device)
         if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+            self.net.to(memory_format=self.memory_format)
         return self
 
     @property
     def channels_last(self) -> bool:
         """Whether the network runs in channels-last layout (faster on CUDA and on the CPU)."""
         return self.device.type in ("cuda", "cpu")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The channels-last layout of this network's tensors (``channels_last_3d`` for 3D)."""
+        return torch.channels_last if self.config.dims == 2 else torch.channels_last_3d
 
     def with_classes(self, class_map: ClassMap) -> "UNetModel":
         """This model extended to the classes of ``class_map`` (fine-tuning with new classes).
@@ -157,7 +162,7 @@ class UNetModel:
         if getattr(self, "_inference_key", None) != key:
             net = self.net.for_inference()
             if self.channels_last:
-                net = net.to(memory_format=torch.channels_last)
+                net = net.to(memory_format=self.memory_format)
             self._inference, self._inference_key = net, key
         return self._inference
 
@@ -170,7 +175,11 @@ class UNetModel:
         half of the free memory by a rough estimate of the activations; an out-of-memory
         error still shrinks them (see `predict`).
         """
-        if self.device.type == "cuda":
+        if self.config.dims == 3:  # blocks of a volume, one per pass; only the cores are kept
+            big = self.device.type == "cuda"
+            tile = TileConfig(tile_size=256 if big else 192, halo=24, blend=0, batch_size=1,
+                              z_tile=32 if big else 16, z_halo=4)
+        elif self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             bytes_per_pixel = 48 * self.config.base_width  # bf16 activations kept alive, with margin
             size = 1024 if free > 8 * 2**30 else 512
@@ -189,10 +198,10 @@ class UNetModel:
     @property
     def bf16(self) -> bool:
         """Whether the network runs under bf16 autocast here (see `device.uses_bf16`)."""
-        return uses_bf16(self.device, self.precision)
+        return uses_bf16(self.device, self.precision, cpu_auto=self.config.dims == 2)
 
     def _autocast(self):
-        return autocast(self.device, self.precision)
+        return autocast(self.device, self.precision, cpu_auto=self.config.dims == 2)
 
     @torch.no_grad()
     def predict_probabilities_batch(self, batch: np.ndarray, tta: bool = False,
@@ -204,7 +213,7 @@ class UNetModel:
         net = self._inference_net()
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self.memory_format)
         transforms = [(f, k) for f in (False, True) for k in range(4)] if tta else [(False, 0)]
         total = None
         with self._autocast():
@@ -280,6 +289,9 @@ class UNetModel:
             raise InputError(
                 f"The model expects {self.config.in_channels} channel(s) but the image has {view.n_channels}; "
                 "use a model trained on images like this one, or set the channel axis correctly.")
+        if self.config.dims == 3 and len(view.stack_shape) != 1:
+            raise InputError(f"This is a 3D model: it predicts volumes (Z, Y, X), but the image has shape "
+                             f"{view.shape} without channels; open the volume as one stack, or use a 2D model.")
         offset, scale = self.normalization.stats(view)
         ry0, ry1, rx0, rx1 = region if region is not None else (0, view.height, 0, view.width)
         if not (0 <= ry0 < ry1 <= view.height and 0 <= rx0 < rx1 <= view.width):
@@ -290,6 +302,9 @@ class UNetModel:
             raise InputError(f"The output array has shape {tuple(labels.shape)}, expected {out_shape}.")
         probs = np.zeros((*view.stack_shape, self.class_map.n_classes, *out_shape[-2:]), np.float32) \
             if probabilities else None
+        if self.config.dims == 3:
+            self._predict_volume(view, (offset, scale), tile, (ry0, ry1, rx0, rx1), labels, probs, progress, cancel)
+            return (labels, probs) if probabilities else labels
         multiple = self.config.size_multiple
         band = max(1, _MAX_REGION_FLOATS // max(1, self.class_map.n_classes * (rx1 - rx0)))
         bands = [(y0, min(ry1, y0 + band)) for y0 in range(ry0, ry1, band)]
@@ -323,6 +338,33 @@ class UNetModel:
         finally:
             self.net.train(was_training)
         return (labels, probs) if probabilities else labels
+
+    def _predict_volume(self, view: ImageView, stats, tile: TileConfig, region, labels, probs, progress,
+                        cancel) -> None:
+        """3D network: class ids (and probabilities) of a volume, block by block (`predict_volume_tiled`)."""
+        offset, scale = stats
+        depth = view.stack_shape[0]
+        total = count_volume_blocks(depth, view.height, view.width, tile.tile_size, tile.halo, tile.z_tile,
+                                    tile.z_halo, self.config.size_multiple, region)
+
+        def read_plane(z, ys, xs):
+            return (view.read(z, ys, xs) - offset) / scale
+
+        def write(zs, ys, xs, core):
+            labels[zs, ys, xs] = self.class_map.to_ids(core.argmax(0))
+            if probs is not None:
+                probs[zs, :, ys, xs] = core.transpose(1, 0, 2, 3)
+
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            predict_volume_tiled(
+                lambda block: self.predict_probabilities_batch(block, tile.tta), read_plane, depth, view.height,
+                view.width, write, tile_size=tile.tile_size, halo=tile.halo, z_tile=tile.z_tile, z_halo=tile.z_halo,
+                multiple=self.config.size_multiple, z_multiple=self.config.z_multiple, region=region,
+                progress=None if progress is None else (lambda n: progress(n, total)), cancel=cancel)
+        finally:
+            self.net.train(was_training)
 
     def _probabilities_or_retry(self, read, height, width, tile: TileConfig, *, region, progress, cancel,
                                 notice=None) -> tuple[np.ndarray, TileConfig]:

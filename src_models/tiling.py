@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import Cancelled
 
-__all__ = ["tile_starts", "blend_weights", "tile_layout", "predict_tiled", "read_mirrored"]
+__all__ = ["tile_starts", "blend_weights", "tile_layout", "predict_tiled", "read_mirrored", "predict_volume_tiled",
+           "count_volume_blocks", "mirror_indices"]
 
 
 def tile_starts(length: int, core: int) -> list[int]:
@@ -189,3 +190,97 @@ def count_tiles(height: int, width: int, tile_size: int, halo: int, blend: int, 
 
 
 __all__ += ["count_tiles", "tile_grid"]
+
+
+def mirror_indices(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``[0, length)`` by mirroring (``-1 -> 1``)."""
+    idx = np.arange(start, stop)
+    if length == 1:
+        return np.zeros_like(idx)
+    period = 2 * (length - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= length, period - idx, idx)
+
+
+def predict_volume_tiled(
+    predict_block: Callable[[np.ndarray], np.ndarray],
+    read_plane: Callable,
+    depth: int,
+    height: int,
+    width: int,
+    write: Callable,
+    *,
+    tile_size: int = 128,
+    halo: int = 16,
+    z_tile: int = 16,
+    z_halo: int = 4,
+    multiple: int = 1,
+    z_multiple: int = 1,
+    region: tuple[int, int, int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    cancel=None,
+) -> int:
+    """Predict a volume block by block for a 3D network (overlap-tile in three dimensions).
+
+    Each block is a core plus a halo on every side (``halo`` in-plane, ``z_halo`` along Z),
+    mirrored where it leaves the volume; only the cores are kept, so the blocks do not
+    overlap in the output and nothing needs blending.
+
+    Parameters
+    ----------
+    predict_block : callable
+        ``(1, C, bz, by, bx) float32 -> (1, K, bz, by, bx) float32`` probabilities.
+    read_plane : callable
+        ``read_plane(z, ys, xs) -> (C, h, w)`` float32 for in-bounds slices of plane ``z``.
+    depth, height, width : int
+        Volume size.
+    write : callable
+        ``write(zs, ys, xs, probs)`` receives each core's probabilities ``(K, dz, dy, dx)``
+        with its position (slices relative to ``region``).
+    tile_size, halo, z_tile, z_halo : int
+        Block side in-plane and along Z, halo included.
+    multiple, z_multiple : int
+        Pooling factors of the network in-plane and along Z; block sizes are multiples.
+    region : (y0, y1, x0, x1), optional
+        In-plane part to produce, for every plane.
+
+    Returns
+    -------
+    int
+        Number of blocks.
+    """
+    y0r, y1r, x0r, x1r = region if region is not None else (0, height, 0, width)
+    if not (0 <= y0r < y1r <= height and 0 <= x0r < x1r <= width):
+        raise ValueError(f"Region {region} lies outside the {height}x{width} image.")
+    _, _, core_h, core_w, halo = tile_layout(height, width, tile_size, halo, multiple)
+    z_core = max(1, min(depth, z_tile - 2 * z_halo))
+    pad_z = (-(z_core + 2 * z_halo)) % z_multiple  # what even halos cannot fill goes after the block
+    blocks = [(sz, sy, sx)
+              for sz in range(0, depth, z_core)
+              for sy in range(y0r - y0r % core_h, y1r, core_h)
+              for sx in range(x0r - x0r % core_w, x1r, core_w)]
+    for n, (sz, sy, sx) in enumerate(blocks, start=1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Prediction was cancelled.")
+        planes = mirror_indices(sz - z_halo, sz + z_core + z_halo + pad_z, depth)
+        block = np.stack([read_mirrored(lambda ys, xs, z=int(z): read_plane(z, ys, xs), height, width,
+                                        sy - halo, sy + core_h + halo, sx - halo, sx + core_w + halo)
+                          for z in planes], axis=1)
+        probs = predict_block(block[None])[0]
+        ez, ey, ex = min(depth, sz + z_core), min(y1r, sy + core_h), min(x1r, sx + core_w)
+        by, bx = max(y0r, sy), max(x0r, sx)
+        core = probs[:, z_halo:z_halo + ez - sz, halo + by - sy:halo + ey - sy, halo + bx - sx:halo + ex - sx]
+        write(slice(sz, ez), slice(by - y0r, ey - y0r), slice(bx - x0r, ex - x0r), core)
+        if progress is not None:
+            progress(n)
+    return len(blocks)
+
+
+def count_volume_blocks(depth: int, height: int, width: int, tile_size: int, halo: int, z_tile: int, z_halo: int,
+                        multiple: int, region=None) -> int:
+    """How many blocks `predict_volume_tiled` will run (for progress bars)."""
+    y0r, y1r, x0r, x1r = region if region is not None else (0, height, 0, width)
+    _, _, core_h, core_w, _ = tile_layout(height, width, tile_size, halo, multiple)
+    z_core = max(1, min(depth, z_tile - 2 * z_halo))
+    return (math.ceil(depth / z_core) * len(range(y0r - y0r % core_h, y1r, core_h))
+            * len(range(x0r - x0r % core_w, x1r, core_w)))

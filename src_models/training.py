@@ -20,7 +20,7 @@ from scipy import ndimage
 from .augment import Augmenter
 from .calibration import estimate_class_prior
 from .classmap import ClassMap
-from .config import TrainConfig
+from .config import TrainConfig, preset_config, z_pooling_for
 from .device import pick_device
 from .errors import InputError
 from .images import ImageView
@@ -141,7 +141,12 @@ class Trainer:
         self.device = pick_device(self.config.device)
         in_channels = channels.pop()
         if model is None:
-            model = UNetModel.new(in_channels, class_map, self.config.preset, self.device, seed=self.config.seed)
+            volume = {}
+            if self.config.dims == 3:
+                depth = preset_config(self.config.preset, in_channels, class_map.n_classes, self.device.type).depth
+                volume = {"dims": 3, "z_pooling": z_pooling_for(self.config.z_ratio, depth)}
+            model = UNetModel.new(in_channels, class_map, self.config.preset, self.device, seed=self.config.seed,
+                                  **volume)
         else:
             if model.config.in_channels != in_channels:
                 raise InputError(f"The model expects {model.config.in_channels} channel(s) but the images have "
@@ -151,7 +156,12 @@ class Trainer:
         self.model.info.setdefault("steps", 0)
         self.class_map = model.class_map
         cfg = self.config
+        self.dims = model.config.dims
         self._patch = int(math.ceil(cfg.patch_size / model.config.size_multiple) * model.config.size_multiple)
+        if self.dims == 3:
+            self._check_volumes()
+            z_multiple = model.config.z_multiple
+            self._patch = (int(math.ceil(cfg.patch_depth / z_multiple) * z_multiple), self._patch, self._patch)
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
         self._rng = np.random.default_rng(seed)
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -176,8 +186,34 @@ class Trainer:
                     raise InputError("Labels must hold whole numbers (class ids); this file holds fractions. "
                                      "Is it an image rather than a labels file?")
 
+    def _check_volumes(self) -> None:
+        for n, view in enumerate(self.views, start=1):
+            if len(view.stack_shape) != 1:
+                raise InputError(f"A 3D model trains on volumes (Z, Y, X); image {n} has shape {view.shape} "
+                                 "without channels. Open it as one stack, or train a 2D model.")
+        if self.config.pseudo_labels or self.config.smoothness_weight:
+            raise InputError("Pseudo-labels and the smoothness loss are for 2D models; turn them off for 3D.")
+
     # -- data ---------------------------------------------------------------------------------
+    def _load_volume(self, i: int, labels: np.ndarray) -> None:
+        """3D model: image ``i`` as one normalised volume ``(C, Z, H, W)`` in the sampler."""
+        view, (offset, scale) = self.views[i], self._stats[i]
+        target = self.class_map.to_index(labels)
+        if not (target >= 0).any():
+            self.sampler.remove_slice((i,))
+            return
+        image = np.stack([(view.read(z) - offset) / scale for z in range(view.n_slices)], axis=1)
+        weight = self._pixel_weights[i]
+        if weight is None and self._use_border_weights:
+            weight = np.ones(target.shape, np.float32)
+            for z in np.flatnonzero((target >= 0).any(axis=(1, 2))):
+                weight[z] = self._border_weights(labels[z])
+        self.sampler.set_slice((i,), image, target, weight)
+
     def _load_slices(self, i: int, labels: np.ndarray, previous: np.ndarray | None) -> None:
+        if self.dims == 3:
+            self._load_volume(i, labels)
+            return
         view, (offset, scale) = self.views[i], self._stats[i]
         flat = labels.reshape(-1, view.height, view.width)
         old = None if previous is None else previous.reshape(-1, view.height, view.width)
@@ -262,9 +298,31 @@ class Trainer:
             self._load_slices(i, self.labels[i], previous=None)
         log.info("Pseudo-labels refreshed on %d slice(s).", len(self._pseudo))
 
+    def _volume_probabilities(self, max_side: int = 512, limit: int = 8):
+        """3D model: probabilities ``(K, h, w)`` of up to ``limit`` painted planes (central window)."""
+        model, prior = self.model, self.model.class_prior
+        model.class_prior = None  # the estimate needs the network's own (balanced) probabilities
+        planes = []
+        try:
+            for i, view in enumerate(self.views):
+                painted = np.flatnonzero((self.class_map.to_index(self.labels[i]) >= 0).any(axis=(1, 2)))
+                if not len(painted) or len(planes) >= limit:
+                    continue
+                y0, x0 = max(0, (view.height - max_side) // 2), max(0, (view.width - max_side) // 2)
+                region = (y0, min(view.height, y0 + max_side), x0, min(view.width, x0 + max_side))
+                _, probs = model.predict(view.source, channel_axis=view.channel_axis, probabilities=True,
+                                         region=region)
+                planes += [probs[z] for z in painted[:limit - len(planes)]]
+        finally:
+            model.class_prior = prior
+        return planes
+
     def _estimate_prior(self) -> None:
         """Class frequencies on (a central 1024-pixel window of) up to 8 painted slices."""
-        probs = [p for _, p in self._slice_probabilities(max_side=1024, limit=8, prior=False)]
+        if self.dims == 3:
+            probs = self._volume_probabilities()
+        else:
+            probs = [p for _, p in self._slice_probabilities(max_side=1024, limit=8, prior=False)]
         if probs:
             self.model.class_prior = estimate_class_prior(probs).astype(np.float32)
             log.info("Estimated class frequencies %s", np.round(self.model.class_prior, 3))
@@ -325,7 +383,7 @@ class Trainer:
         net = self.model.net
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.model.channels_last
         if channels_last:
-            net.to(memory_format=torch.channels_last)
+            net.to(memory_format=self.model.memory_format)
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         opt = self._optimizer
@@ -369,6 +427,9 @@ class Trainer:
                              "patch(es) per step."
                     log.warning(notice)
                     continue
+                if not math.isfinite(loss):
+                    raise InputError(f"Training diverged at step {step + 1} (the loss is {loss}); train again with "
+                                     "precision fp32 (--precision fp32) or a lower learning rate.")
                 step += 1
                 losses.append(loss)
                 elapsed = time.perf_counter() - start
@@ -389,7 +450,7 @@ class Trainer:
         if cfg.augment:
             x, y, w = self._augmenter(x, y, w, generator=self._generator)
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self.model.memory_format)
         opt.zero_grad(set_to_none=True)
         with autocast:
             logits = net(x)

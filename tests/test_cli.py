@@ -9,6 +9,7 @@ import tifffile
 from skimage import io
 
 from napari_unet.cli import main
+from src_models import UNetModel
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 needs_isbi = pytest.mark.skipif(not DATA.is_dir(), reason="ISBI 2012 data not found at ../shared/data/isbi2012")
@@ -120,7 +121,8 @@ def test_console_script_runs_without_traceback(tmp_path):
 
 
 @needs_isbi
-def test_cli_a_volume_with_non_contiguous_ids_trains_predicts_and_exports(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--3d", "--z-ratio", "10", "--patch-depth", "4"]], ids=["2d", "3d"])
+def test_cli_a_volume_with_non_contiguous_ids_trains_predicts_and_exports(tmp_path, extra):
     # six ISBI slices as a small real volume, painted on two of them, class ids 3 and 7
     planes = [io.imread(DATA / "images" / f"slice_{i:02d}.png")[:160, :160] for i in range(6)]
     truth = [io.imread(DATA / "labels" / f"slice_{i:02d}.png")[:160, :160] for i in range(6)]
@@ -134,7 +136,8 @@ def test_cli_a_volume_with_non_contiguous_ids_trains_predicts_and_exports(tmp_pa
     tifffile.imwrite(tmp_path / "painted.tif", painted)
     model = tmp_path / "m.safetensors"
     assert main(["train", "--images", str(volume), "--labels", str(tmp_path / "painted.tif"), "--out", str(model),
-                 "--steps", "4", "--patch-size", "64", "--device", "cpu", "--quiet"]) == 0
+                 "--steps", "4", "--patch-size", "64", "--device", "cpu", "--quiet", *extra]) == 0
+    assert UNetModel.load(model).config.dims == (3 if extra else 2)
     assert main(["predict", "--model", str(model), "--images", str(volume), "--out-dir", str(tmp_path / "out"),
                  "--device", "cpu", "--quiet"]) == 0
     with tifffile.TiffFile(tmp_path / "out" / "volume_mask.tif") as tif:

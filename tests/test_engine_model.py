@@ -243,3 +243,36 @@ def test_precision_is_a_choice_and_bf16_on_the_cpu_agrees_with_fp32(monkeypatch)
     bf16 = model.predict(image, probabilities=True)[1]
     assert not np.array_equal(fp32, bf16)  # it did run in another precision
     np.testing.assert_allclose(bf16, fp32, atol=0.03)
+
+
+@pytest.mark.parametrize("z_pooling", [None, (1, 2), (1, 1)])
+def test_3d_unet_any_size_folds_batch_norm_and_pools_z_only_where_asked(z_pooling):
+    from src_models.config import z_pooling_for
+
+    config = UNetConfig(1, 3, depth=2, base_width=4, dims=3, z_pooling=z_pooling)
+    net = UNet(config).eval()
+    x = torch.randn(2, 1, 5, 21, 30)
+    out = net(x)
+    assert out.shape == (2, 3, 5, 21, 30)
+    torch.testing.assert_close(net.for_inference()(x), out, atol=1e-4, rtol=1e-4)
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool3d)]
+    assert [p.kernel_size[0] for p in pools] == list(z_pooling or (2, 2))
+    assert net.receptive_radius("z") <= net.receptive_radius()
+    assert UNetConfig.from_dict(config.to_dict()) == config  # the z pooling survives a JSON round trip
+    assert z_pooling_for(1, 3) == (2, 2, 2) and z_pooling_for(5, 3) == (1, 1, 2)
+    with pytest.raises(ValueError, match="z_pooling"):
+        UNetConfig(1, 2, depth=2, dims=3, z_pooling=(2,))
+
+
+def test_3d_augmentation_moves_planes_labels_and_weights_together():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randint(-1, 3, (3, 4, 24, 24))
+    image = target.float().unsqueeze(1) * 10  # the image is its labels
+    out_image, out_target, out_weight = Augmenter(elastic=False, intensity=False)(
+        image, target, target.float(), generator=gen)
+    assert torch.equal((out_image.squeeze(1) / 10).round().long(), out_target)  # still aligned, plane by plane
+    assert torch.equal(out_weight.long(), out_target)
+    assert not torch.equal(out_target, target)  # something moved
+    out_image, out_target, out_weight = Augmenter()(image, target, target.float(), generator=gen)
+    assert out_image.shape == image.shape and out_target.shape == target.shape == out_weight.shape
+    assert set(out_target.unique().tolist()) <= {-1, 0, 1, 2}

@@ -125,3 +125,24 @@ def test_predicting_a_region_equals_cropping_the_whole_prediction():
     assert seen[-1][0] == seen[-1][1]  # the progress total is exact
     with pytest.raises(InputError, match="outside"):
         model.predict(image, region=(0, 100, 0, 10))
+
+
+def test_3d_blocks_equal_one_pass_when_the_halo_covers_the_receptive_field():
+    from src_models import ClassMap, TileConfig, UNetModel
+
+    model = UNetModel.new(1, ClassMap((2, 4, 9)), preset="small", device="cpu", seed=0, depth=2, base_width=4,
+                          dims=3, z_pooling=(1, 2))
+    model.precision = "fp32"
+    net = model._inference_net()
+    volume = np.random.default_rng(1).random((6, 40, 52)).astype(np.float32)
+    radius, radius_z = net.receptive_radius(), net.receptive_radius("z")
+    one = TileConfig(tile_size=2 * 64 + 64, halo=64, blend=0, z_tile=2 * 32 + 8, z_halo=32)  # one block
+    blocks = TileConfig(tile_size=2 * radius + 16, halo=radius, blend=0, z_tile=2 * radius_z + 2, z_halo=radius_z)
+    labels_one, probs_one = model.predict(volume, tile=one, probabilities=True)
+    labels_blocks, probs_blocks = model.predict(volume, tile=blocks, probabilities=True)
+    np.testing.assert_allclose(probs_blocks, probs_one, atol=1e-5)
+    assert labels_blocks.shape == volume.shape and set(np.unique(labels_blocks)) <= {2, 4, 9}
+    part = model.predict(volume, tile=blocks, region=(10, 30, 5, 45))
+    np.testing.assert_array_equal(part, labels_blocks[:, 10:30, 5:45])
+    with pytest.raises(InputError, match="3D model"):
+        model.predict(volume[0])

@@ -185,3 +185,27 @@ def test_running_out_of_memory_halves_the_batch_then_says_what_to_do():
     stuck.model.net.register_forward_pre_hook(too_big)
     with pytest.raises(InputError, match="ran out of memory even with one 32² patch"):
         list(stuck.run())
+
+
+def test_3d_model_learns_a_volume_from_strokes_on_two_planes(tmp_path):
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:8, :48, :48]
+    ball = (zz - 4) ** 2 * 4 + (yy - 24) ** 2 + (xx - 24) ** 2 < 14 ** 2
+    volume = (ball * 150 + 40 + rng.normal(0, 10, ball.shape)).clip(0, 255).astype(np.uint8)
+    truth = np.where(ball, 2, 1).astype(np.uint8)
+    strokes = np.zeros_like(truth)
+    for z in (2, 5):
+        strokes[z] = _strokes(truth[z])
+    config = TrainConfig(steps=40, time_budget=None, dims=3, z_ratio=2.0, patch_depth=4, **TINY)
+    result = fit(volume, strokes, config=config)
+    model = result.model
+    assert model.config.dims == 3 and model.config.z_pooling == (2, 2, 2)
+    pred = model.predict(volume)
+    assert pred.shape == volume.shape
+    assert (pred == truth).mean() > 0.85, (pred == truth).mean()
+    model.save(tmp_path / "m3d.safetensors")
+    loaded = UNetModel.load(tmp_path / "m3d.safetensors", device="cpu")
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(loaded.predict(volume), pred)
+    with pytest.raises(InputError, match="volumes"):
+        fit(volume[0], strokes[2], config=config)

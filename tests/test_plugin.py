@@ -296,3 +296,44 @@ def test_big_image_streams_into_a_memory_mapped_tiff(dock, nuclei, tmp_path, mon
     np.testing.assert_array_equal(on_disk, np.asarray(data))
     expected = widget.model.predict(stack, tile=widget.tile)
     np.testing.assert_array_equal(on_disk, expected)
+
+
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                  "Pedestrian", "Bicyclist")
+
+
+def test_camvid_rgb_frame_with_eleven_named_classes(dock, shared_data, tmp_path):
+    """A real CamVid frame (RGB, 11 classes): names and colours go from the class table
+    through the model to the prediction layer and the exported TIFF."""
+    from skimage import io
+
+    from src_models.strokes import simulate_strokes
+
+    name = "0001TP_006690.png"
+    frame = io.imread(shared_data / "camvid" / "images" / name)[:192, :256]
+    truth = io.imread(shared_data / "camvid" / "labels" / name)[:192, :256].astype(np.uint8) + 1
+    truth[truth == 12] = 0  # void: never painted
+    viewer, widget = dock(frame, rgb=True)
+    annotation = widget.new_annotation_layer()
+    for label_id, class_name in enumerate(CAMVID_CLASSES, start=1):
+        if label_id > 2:
+            assert widget._classes.add_class() == label_id
+        widget._classes.rename(label_id, class_name)
+    painted = simulate_strokes(truth, [i for i in range(1, 12) if (truth == i).any()], 0.03, rng=0)
+    paint(annotation, painted)
+    _train(widget, steps=3)
+
+    present = tuple(int(i) for i in np.unique(painted) if i)
+    assert len(present) >= 5
+    assert widget.model.class_map.ids == present
+    assert widget.model.class_map.names == tuple(CAMVID_CLASSES[i - 1] for i in present)
+    widget._predict._scope_combo.setCurrentText("Whole image")
+    widget._predict._predict_btn.click()
+    prediction = viewer.layers["img prediction"]
+    assert prediction.data.shape == truth.shape and set(np.unique(prediction.data)) <= set(present)
+    for label_id in present:  # same id, same colour as the brush that painted it
+        np.testing.assert_allclose(prediction.get_color(label_id), annotation.get_color(label_id))
+    with tifffile.TiffFile(widget.export_predictions(str(tmp_path))[0]) as tif:
+        meta = tif.shaped_metadata[0]
+    assert meta["class_ids"] == list(present)
+    assert meta["class_names"] == [CAMVID_CLASSES[i - 1] for i in present]
