@@ -31,14 +31,15 @@ class DoubleConv(nn.Sequential):
     ``(B, in_ch, [Z,] H, W) -> (B, out_ch, [Z,] H, W)``.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, norm: str = "batch", dims: int = 2):
+    def __init__(self, in_ch: int, out_ch: int, norm: str = "batch", dims: int = 2, z_kernel: int = 3):
         bias = norm == "none"
         conv = conv_class(dims)
+        size, pad = (3, 1) if dims == 2 else ((z_kernel, 3, 3), (z_kernel // 2, 1, 1))
         super().__init__(
-            conv(in_ch, out_ch, 3, padding=1, bias=bias),
+            conv(in_ch, out_ch, size, padding=pad, bias=bias),
             make_norm(norm, out_ch, dims),
             nn.ReLU(inplace=True),
-            conv(out_ch, out_ch, 3, padding=1, bias=bias),
+            conv(out_ch, out_ch, size, padding=pad, bias=bias),
             make_norm(norm, out_ch, dims),
             nn.ReLU(inplace=True),
         )
@@ -54,9 +55,10 @@ class Down(nn.Sequential):
     3D: ``(z_factor, 2, 2)`` pooling, so a coarse Z can be left unpooled.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, norm: str = "batch", dims: int = 2, z_factor: int = 2):
+    def __init__(self, in_ch: int, out_ch: int, norm: str = "batch", dims: int = 2, z_factor: int = 2,
+                 z_kernel: int = 3):
         pool = nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(_kernel(dims, z_factor))
-        super().__init__(pool, DoubleConv(in_ch, out_ch, norm, dims))
+        super().__init__(pool, DoubleConv(in_ch, out_ch, norm, dims, z_kernel))
 
 
 class Up(nn.Module):
@@ -67,7 +69,7 @@ class Up(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, norm: str = "batch", mode: str = "transpose", dims: int = 2,
-                 z_factor: int = 2):
+                 z_factor: int = 2, z_kernel: int = 3):
         super().__init__()
         kernel = _kernel(dims, z_factor)
         if mode == "transpose":
@@ -80,7 +82,7 @@ class Up(nn.Module):
             )
         else:
             raise ValueError(f"Unknown up-sampling {mode!r}; use 'transpose' or 'bilinear'.")
-        self.conv = DoubleConv(in_ch, out_ch, norm, dims)
+        self.conv = DoubleConv(in_ch, out_ch, norm, dims, z_kernel)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)

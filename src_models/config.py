@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config", "z_pooling_for"]
+__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config", "z_kernels_for", "z_pooling_for"]
 
 
 class _Record:
@@ -50,6 +50,11 @@ class UNetConfig(_Record):
         3D only: the pooling factor along Z (1 or 2) of each of the ``depth`` steps; in-plane
         it is always 2. None pools Z at every step (isotropic voxels); `z_pooling_for` derives
         it from the voxel size, pooling Z only where it is not much coarser than Y and X.
+    z_kernels : tuple of int, optional
+        3D only: the convolutions' kernel size along Z (1 or 3) at each level, from the
+        first (full resolution) to the bottleneck (``depth + 1`` values). None: 3 everywhere.
+        Where Z is much coarser than Y and X a 1x3x3 kernel costs a third and mixes nothing
+        that is not there (`z_pooling_for` gives both).
     """
 
     in_channels: int
@@ -61,6 +66,7 @@ class UNetConfig(_Record):
     dropout: float = 0.5
     dims: int = 2
     z_pooling: tuple[int, ...] | None = None
+    z_kernels: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.in_channels < 1:
@@ -86,6 +92,13 @@ class UNetConfig(_Record):
                 raise ValueError("z_pooling is for 3D networks (dims=3).")
             if len(z_pooling) != self.depth or not set(z_pooling) <= {1, 2}:
                 raise ValueError(f"z_pooling needs one factor, 1 or 2, per level ({self.depth}); got {z_pooling}.")
+        if self.z_kernels is not None:
+            z_kernels = tuple(int(k) for k in self.z_kernels)
+            object.__setattr__(self, "z_kernels", z_kernels)
+            if self.dims != 3:
+                raise ValueError("z_kernels is for 3D networks (dims=3).")
+            if len(z_kernels) != self.depth + 1 or not set(z_kernels) <= {1, 3}:
+                raise ValueError(f"z_kernels needs one size, 1 or 3, per level ({self.depth + 1}); got {z_kernels}.")
 
     @property
     def size_multiple(self) -> int:
@@ -100,6 +113,11 @@ class UNetConfig(_Record):
         return self.z_pooling
 
     @property
+    def kernel_depths(self) -> tuple[int, ...]:
+        """Kernel size along Z of each level's convolutions (3D; all 3 unless ``z_kernels``)."""
+        return self.z_kernels if self.z_kernels is not None else (3,) * (self.depth + 1)
+
+    @property
     def z_multiple(self) -> int:
         """3D: block depths (Z) that are multiples of this keep every pooling step exact."""
         return int(np.prod(self.pool_factors)) if self.dims == 3 else 1
@@ -112,14 +130,27 @@ def z_pooling_for(z_ratio: float, depth: int) -> tuple[int, ...]:
     most twice the in-plane one, so coarse Z is kept until Y and X have caught up.
     ``z_pooling_for(1, 3) == (2, 2, 2)``; ``z_pooling_for(5, 3) == (1, 1, 2)``.
     """
+    return _anisotropic_levels(z_ratio, depth)[0]
+
+
+def z_kernels_for(z_ratio: float, depth: int) -> tuple[int, ...]:
+    """Kernel sizes along Z per level (1 or 3): 3 where Z spacing is at most twice the
+    in-plane one at that level. ``z_kernels_for(1, 3) == (3, 3, 3, 3)``;
+    ``z_kernels_for(12.5, 3) == (1, 1, 1, 3)``."""
+    return _anisotropic_levels(z_ratio, depth)[1]
+
+
+def _anisotropic_levels(z_ratio: float, depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if z_ratio <= 0:
         raise ValueError(f"z_ratio (Z voxel size / XY voxel size) must be positive, got {z_ratio}.")
-    factors, z, xy = [], float(z_ratio), 1.0
-    for _ in range(depth):
-        factor = 2 if z <= 2 * xy else 1
-        factors.append(factor)
-        z, xy = z * factor, xy * 2
-    return tuple(factors)
+    pools, kernels, z, xy = [], [], float(z_ratio), 1.0
+    for level in range(depth + 1):
+        fine = z <= 2 * xy
+        kernels.append(3 if fine else 1)
+        if level < depth:
+            pools.append(2 if fine else 1)
+            z, xy = z * pools[-1], xy * 2
+    return tuple(pools), tuple(kernels)
 
 
 #: Named architectures: ``small`` trains interactively on a laptop CPU, ``large`` is for a GPU.

@@ -26,14 +26,14 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         widths = [config.base_width * 2**level for level in range(config.depth + 1)]
-        dims, z = config.dims, config.pool_factors
-        self.stem = DoubleConv(config.in_channels, widths[0], config.norm, dims)
-        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], config.norm, dims, z[i])
+        dims, z, k = config.dims, config.pool_factors, config.kernel_depths
+        self.stem = DoubleConv(config.in_channels, widths[0], config.norm, dims, k[0])
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], config.norm, dims, z[i], k[i + 1])
                                    for i in range(config.depth))
         dropout = nn.Dropout2d if dims == 2 else nn.Dropout3d
         self.dropout = dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList(
-            Up(widths[i + 1], widths[i], config.norm, config.up, dims, z[i]) for i in reversed(range(config.depth))
+            Up(widths[i + 1], widths[i], config.norm, config.up, dims, z[i], k[i]) for i in reversed(range(config.depth))
         )
         self.head = (Head if dims == 2 else Head3d)(widths[0], config.n_classes)
 
@@ -55,15 +55,18 @@ class UNet(nn.Module):
 
         ``axis="z"``: the same along Z of a 3D network, whose Z may be pooled less.
         """
-        factors = self.config.pool_factors if axis == "z" else (2,) * self.config.depth
-        radius, scale = 2, 1  # stem
-        for f in factors:
+        depth = self.config.depth
+        factors = self.config.pool_factors if axis == "z" else (2,) * depth
+        reach = [k // 2 for k in self.config.kernel_depths] if axis == "z" and self.config.dims == 3 \
+            else [1] * (depth + 1)  # how far one convolution sees at each level
+        radius, scale = 2 * reach[0], 1  # stem
+        for level, f in enumerate(factors, start=1):
             scale *= f
-            radius += scale // 2 + 2 * scale  # pool offset + two 3x3 convs at this scale
-        for f in reversed(factors):
+            radius += scale // 2 + 2 * reach[level] * scale  # pool offset + two convs at this scale
+        for level, f in zip(reversed(range(depth)), reversed(factors)):
             radius += scale  # transposed/bilinear up-sampling context
             scale //= f
-            radius += 2 * scale
+            radius += 2 * reach[level] * scale
         return radius
 
     def for_inference(self) -> "UNet":

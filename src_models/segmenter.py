@@ -178,7 +178,7 @@ class UNetModel:
         if self.config.dims == 3:  # blocks of a volume, one per pass; only the cores are kept
             big = self.device.type == "cuda"
             tile = TileConfig(tile_size=256 if big else 192, halo=24, blend=0, batch_size=1,
-                              z_tile=32 if big else 16, z_halo=4)
+                              z_tile=32 if big else 24, z_halo=4)
         elif self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             bytes_per_pixel = 48 * self.config.base_width  # bf16 activations kept alive, with margin

@@ -20,7 +20,7 @@ from scipy import ndimage
 from .augment import Augmenter
 from .calibration import estimate_class_prior
 from .classmap import ClassMap
-from .config import TrainConfig, preset_config, z_pooling_for
+from .config import TrainConfig, preset_config, z_kernels_for, z_pooling_for
 from .device import pick_device
 from .errors import InputError
 from .images import ImageView
@@ -144,7 +144,8 @@ class Trainer:
             volume = {}
             if self.config.dims == 3:
                 depth = preset_config(self.config.preset, in_channels, class_map.n_classes, self.device.type).depth
-                volume = {"dims": 3, "z_pooling": z_pooling_for(self.config.z_ratio, depth)}
+                volume = {"dims": 3, "z_pooling": z_pooling_for(self.config.z_ratio, depth),
+                          "z_kernels": z_kernels_for(self.config.z_ratio, depth)}
             model = UNetModel.new(in_channels, class_map, self.config.preset, self.device, seed=self.config.seed,
                                   **volume)
         else:
@@ -298,7 +299,7 @@ class Trainer:
             self._load_slices(i, self.labels[i], previous=None)
         log.info("Pseudo-labels refreshed on %d slice(s).", len(self._pseudo))
 
-    def _volume_probabilities(self, max_side: int = 512, limit: int = 8):
+    def _volume_probabilities(self, max_side: int = 256, limit: int = 4):
         """3D model: probabilities ``(K, h, w)`` of up to ``limit`` painted planes (central window)."""
         model, prior = self.model, self.model.class_prior
         model.class_prior = None  # the estimate needs the network's own (balanced) probabilities
@@ -310,9 +311,11 @@ class Trainer:
                     continue
                 y0, x0 = max(0, (view.height - max_side) // 2), max(0, (view.width - max_side) // 2)
                 region = (y0, min(view.height, y0 + max_side), x0, min(view.width, x0 + max_side))
-                _, probs = model.predict(view.source, channel_axis=view.channel_axis, probabilities=True,
-                                         region=region)
-                planes += [probs[z] for z in painted[:limit - len(planes)]]
+                for z in painted[:limit - len(planes)]:  # a slab of planes around each painted one
+                    z0, z1 = max(0, z - 4), min(view.n_slices, z + 5)
+                    _, probs = model.predict(view.source[z0:z1], channel_axis=view.channel_axis,
+                                             probabilities=True, region=region)
+                    planes.append(probs[z - z0])
         finally:
             model.class_prior = prior
         return planes
