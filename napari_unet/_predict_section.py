@@ -95,8 +95,10 @@ class PredictSection(QGroupBox):
                                        stream_to=str(stream_path(name)),
                                        metadata=_layers.classes_tiff_metadata(_layers.prediction_classes(owner.model))))
                 continue
-            pixels = np.asarray(layer.data[index]) if index else _layers.image_array(layer)
-            jobs.append(PredictJob(name=name, source=layer.name, image=pixels,
+            slab = _layers.image_source(layer) if index and owner.model.config.dims == 3 else None
+            pixels = None if slab is not None else np.asarray(layer.data[index]) if index else \
+                _layers.image_array(layer)
+            jobs.append(PredictJob(name=name, source=layer.name, image=pixels, slab=slab,
                                    channel_axis=info.channel_axis, full_shape=info.spatial_shape, index=index))
         if skipped:
             show_warning(f"Skipped {', '.join(skipped)}: the model expects {expected} channel(s).")

@@ -95,8 +95,9 @@ class TrainSection(QGroupBox):
             self.start()
 
     def config(self) -> TrainConfig:
+        volume = {"dims": 3, "z_ratio": self._owner.z_ratio()} if self._owner.volume() else {}
         return TrainConfig(time_budget=float(self._budget_spin.value()), steps=self._steps_spin.value() or None,
-                           preset=self._owner.preset(), device=self._owner.device_name())
+                           preset=self._owner.preset(), device=self._owner.device_name(), **volume)
 
     def start(self) -> bool:
         """Check the inputs here (problems become a notification, no worker), then train."""
@@ -113,6 +114,11 @@ class TrainSection(QGroupBox):
         model = owner.model
         if model is not None and (model.info.get("mode") == "objects") != objects:
             show_warning(f"The current model was not trained in {owner.mode()} mode: training a new model.")
+            model = None
+        dims = 3 if owner.volume() else 2
+        if model is not None and model.config.dims != dims and not (dims == 2 and info.stack_shape and
+                                                                    model.config.dims == 3):
+            show_warning(f"The current model is {model.config.dims}D: training a new {dims}D model.")
             model = None
         try:
             if objects:

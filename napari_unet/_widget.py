@@ -20,7 +20,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QAbstractSpinBox,
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -139,8 +141,19 @@ class UNetWidget(QWidget):
         device_row = QHBoxLayout()
         device_row.addWidget(self._device_combo)
         device_row.addWidget(self._device_label)
+        self._volume_check = QCheckBox("3D network (stacks)")
+        self._volume_check.setToolTip("A new model sees blocks of the stack (3x3x3 convolutions) instead of one "
+                                      "slice at a time; classes mode, stacks (Z, Y, X) only.")
+        self._z_ratio_spin = QDoubleSpinBox(minimum=0.05, maximum=100.0, value=1.0, singleStep=0.5, decimals=2)
+        self._z_ratio_spin.setToolTip("Z voxel size / XY voxel size (from the image layer's scale when it has one): "
+                                      "Z is pooled and convolved only where it is not much coarser than Y and X.")
+        volume_row = QHBoxLayout()
+        volume_row.addWidget(self._volume_check)
+        volume_row.addWidget(QLabel("Z/XY"))
+        volume_row.addWidget(self._z_ratio_spin)
         model = QFormLayout()
         model.addRow("New model size", self._preset_combo)
+        model.addRow(volume_row)
         model.addRow("Device", device_row)
         model.addRow(self._model_label)
         model.addRow(model_buttons)
@@ -239,6 +252,7 @@ class UNetWidget(QWidget):
             if wanted in self.viewer.layers and self._annotation_combo.currentText() != wanted:
                 self._annotation_combo.setCurrentText(wanted)
         self._on_annotation_changed(self._annotation_combo.currentText())
+        self._update_volume_option()
 
     def _on_annotation_changed(self, name: str) -> None:
         self._classes.set_layer(self.annotation_layer())
@@ -268,6 +282,26 @@ class UNetWidget(QWidget):
         objects = mode == "objects"
         self._mode_hint.setVisible(objects)
         self._classes.add_button.setVisible(not objects)
+        self._update_volume_option()
+
+    def _update_volume_option(self) -> None:
+        """The 3D option is offered for stacks (Z, Y, X) in classes mode; Z/XY from the layer's scale."""
+        image = self.image_layer()
+        stack = image is not None and len(_layers.image_info(image).stack_shape) == 1
+        usable = stack and self.mode() == "classes"
+        self._volume_check.setEnabled(usable)
+        self._z_ratio_spin.setEnabled(usable)
+        if not usable:
+            self._volume_check.setChecked(False)
+        elif image.scale[-1] > 0:
+            self._z_ratio_spin.setValue(float(image.scale[-3] / image.scale[-1]))
+
+    def volume(self) -> bool:
+        """Whether a new model should be a 3D network (the "3D network" box)."""
+        return self._volume_check.isEnabled() and self._volume_check.isChecked()
+
+    def z_ratio(self) -> float:
+        return float(self._z_ratio_spin.value())
 
     # -- model and device -----------------------------------------------------------------
     def _update_device_label(self, *_) -> None:
@@ -287,7 +321,8 @@ class UNetWidget(QWidget):
         else:
             config, classes = self.model.config, self.model.class_map
             steps = int(self.model.info.get("steps", 0))
-            kind = "objects, " if self.model.info.get("mode") == "objects" else ""
+            kind = ("objects, " if self.model.info.get("mode") == "objects" else "") + \
+                ("3D, " if config.dims == 3 else "")
             text = (f"Model: {kind}depth {config.depth}, width {config.base_width}, "
                     f"{classes.n_classes} classes ({', '.join(classes.names)}), {steps} steps trained. "
                     "Train again to fine-tune it.")

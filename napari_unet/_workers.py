@@ -28,6 +28,7 @@ __all__ = [
     "ProgressBox",
     "TrainUpdate",
     "predict_jobs",
+    "predict_plane_3d",
     "predict_view",
     "segment",
     "start",
@@ -65,10 +66,21 @@ def segment(model, image, **options) -> np.ndarray:
 def predict_view(model, image: np.ndarray, channel_axis: int | None, view: View, step: int, tile) -> Preview:
     """Predict the field of view that ``view`` names (the plane's normalisation, real context)."""
     start_time = time.perf_counter()
-    plane = image[view.index] if view.index else image
     region = (view.rows.start, view.rows.stop, view.cols.start, view.cols.stop)
-    labels = segment(model, plane, channel_axis=None if channel_axis is None else -1, tile=tile, region=region)
+    axis = None if channel_axis is None else -1
+    if model.config.dims == 3 and len(view.index) == 1:  # a 3D network needs the planes around this one
+        labels = predict_plane_3d(model, image, view.index[0], channel_axis=axis, tile=tile, region=region)
+    else:
+        plane = image[view.index] if view.index else image
+        labels = segment(model, plane, channel_axis=axis, tile=tile, region=region)
     return Preview(view=view, labels=labels, step=step, seconds=time.perf_counter() - start_time)
+
+
+def predict_plane_3d(model, stack, z: int, *, context: int = 8, **options) -> np.ndarray:
+    """Labels of plane ``z`` of ``stack`` from a 3D model, predicting only a slab of
+    ``2 * context + 1`` planes around it."""
+    z0, z1 = max(0, z - context), min(len(stack), z + context + 1)
+    return model.predict(stack[z0:z1], **options)[z - z0]
 
 
 def train_with_previews(
@@ -163,6 +175,7 @@ class PredictJob:
     index: tuple[int, ...] = ()
     stream_to: str | None = None
     metadata: dict | None = None
+    slab: Any = None  # a 3D model's current slice: the whole (lazy) stack, for the planes around it
 
 
 def predict_jobs(
@@ -173,7 +186,9 @@ def predict_jobs(
         box.next_job(number)
         options = dict(channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel, notice=box.notice)
         try:
-            if job.stream_to:
+            if model.config.dims == 3 and job.index and job.slab is not None:
+                labels = predict_plane_3d(model, job.slab, job.index[0], **options)
+            elif job.stream_to:
                 labels = create_labels_tiff(job.stream_to, job.full_shape, model.class_map.dtype, overwrite=True,
                                             metadata=job.metadata)
                 model.predict(job.image, out=labels, **options)

@@ -337,3 +337,35 @@ def test_camvid_rgb_frame_with_eleven_named_classes(dock, shared_data, tmp_path)
         meta = tif.shaped_metadata[0]
     assert meta["class_ids"] == list(present)
     assert meta["class_names"] == [CAMVID_CLASSES[i - 1] for i in present]
+
+
+def test_3d_network_on_a_stack_trains_previews_and_predicts(dock, nuclei):
+    image, mask = nuclei
+    stack = np.stack([image, image[::-1], image[:, ::-1], image]).astype(np.uint16) * 100
+    viewer, widget = dock(stack, scale=(3.0, 1.0, 1.0))  # Z voxels 3 times as deep as wide
+    assert widget._volume_check.isEnabled() and widget.z_ratio() == 3.0
+    annotation = widget.new_annotation_layer()
+    strokes = np.zeros(stack.shape, np.uint8)
+    strokes[0] = stroke_labels(mask)
+    paint(annotation, strokes)
+    widget._volume_check.setChecked(True)
+    _train(widget, steps=2)
+    assert widget.model.config.dims == 3 and "3D" in widget._model_label.text()
+    assert widget.model.config.z_pooling == (1, 2, 2)  # Z pooled once Y and X have caught up
+    assert widget._train.first_preview_seconds is not None  # the live preview ran on a slab of planes
+    shown = int(viewer.dims.current_step[0])
+    assert viewer.layers["img prediction"].data[shown].any()  # the plane on screen
+
+    viewer.layers.remove("img prediction")
+    viewer.dims.set_current_step(0, 2)
+    widget._predict._scope_combo.setCurrentText("Current slice")
+    widget._predict._predict_btn.click()
+    current = viewer.layers["img prediction"].data
+    assert current[2].all() and not current[[0, 1, 3]].any()
+    widget._predict._scope_combo.setCurrentText("Whole image")
+    widget._predict._predict_btn.click()
+    whole = viewer.layers["img prediction"].data
+    assert whole.shape == stack.shape and all(whole[z].all() for z in range(4))
+
+    widget.set_mode("objects")  # 3D is for classes mode
+    assert not widget._volume_check.isEnabled() and not widget.volume()
