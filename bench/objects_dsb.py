@@ -20,6 +20,7 @@ Examples
 --------
 python bench/objects_dsb.py --budget 120 --device cpu
 python bench/objects_dsb.py --quick                       # 20 s budget, 5 eval images
+python bench/objects_dsb.py --dense --budget 600 --device cpu   # full masks of the 45 other images
 """
 
 from __future__ import annotations
@@ -121,13 +122,16 @@ def random_forest_cc(train_images, train_strokes, budget, device, *, channel_axi
 
 
 def unet_objects(train_images, train_strokes, budget, device, *, channel_axis=None, steps=None, seed=0,
-                 **train_options):
-    """The engine in objects mode: `objects_trainer` for ``budget`` s, then `predict_objects`."""
+                 dense=False, **train_options):
+    """The engine in objects mode: `objects_trainer` for ``budget`` s, then `predict_objects`.
+
+    ``dense``: the labels are full instance masks (0 = background)."""
     from src_models import TrainConfig
     from src_models.objects import objects_trainer, predict_objects
 
     config = TrainConfig(time_budget=budget, steps=steps, device=device, seed=seed, **train_options)
-    trainer = objects_trainer(list(train_images), list(train_strokes), config=config, channel_axis=channel_axis)
+    trainer = objects_trainer(list(train_images), list(train_strokes), config=config, channel_axis=channel_axis,
+                              dense=dense)
     gen = trainer.run()
     while True:
         try:
@@ -157,6 +161,9 @@ def main(argv=None):
     parser.add_argument("--class-prior", action=argparse.BooleanOptionalAction, default=None,
                         help="TrainConfig.class_prior of the U-Net (default: the TrainConfig default)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 s budget, 5 eval images")
+    parser.add_argument("--dense", action="store_true",
+                        help="train the U-Net on the full instance masks of every image that is not held out "
+                             "(the issue's dense row) instead of strokes on 5 images")
     args = parser.parse_args(argv)
     budget = args.budget if args.budget is not None else (None if args.steps else 20.0 if args.quick else 120.0)
     n_eval = args.eval or (5 if args.quick else N_EVAL)
@@ -166,18 +173,26 @@ def main(argv=None):
 
     train_names, eval_names = split(root)
     eval_names = eval_names[:n_eval]
+    if args.dense:  # every image of any size that is not held out, fully labelled
+        held_out = set(split(root)[1])
+        train_names = [p.stem for p in sorted((root / "images").glob("*.tif")) if p.stem not in held_out]
     images, strokes = [], []
     for i, name in enumerate(train_names):
         image, truth = load(root, name)
         images.append(image)
-        strokes.append(object_strokes(truth, args.fraction, np.random.default_rng([args.seed, i])))
+        strokes.append(truth if args.dense else object_strokes(truth, args.fraction, np.random.default_rng([args.seed, i])))
     painted = 100 * np.mean([np.mean(s > 0) for s in strokes])
     evals = [load(root, n) for n in eval_names]
     print(f"train {train_names}: {painted:.2f} % painted; held out {len(eval_names)} images", flush=True)
 
     methods = dict(METHODS)
-    if args.class_prior is not None:
-        methods["unet-objects"] = functools.partial(unet_objects, class_prior=args.class_prior)
+    options = {} if args.class_prior is None else {"class_prior": args.class_prior}
+    if args.dense:
+        options["dense"] = True
+        methods.pop("random-forest+cc")  # the forest is the strokes anchor
+        args.methods = [m for m in args.methods if m in methods]
+    if options:
+        methods["unet-objects"] = functools.partial(unet_objects, **options)
     rows = []
     for name in args.methods:
         preds, train_s, predict_s, predictor = run_method(
@@ -186,7 +201,8 @@ def main(argv=None):
         ap = float(np.mean([average_precision(truth, p) for (_, truth), p in zip(evals, preds)]))
         trained = name == "unet-objects"
         cost = " / ".join(([f"{args.steps} steps"] if args.steps else []) + ([f"{budget:g} s"] if budget else []))
-        rows.append([name, "dsb2018", f"5 img, {painted:.1f}%" if name != "otsu-watershed" else "-",
+        used = f"{len(train_names)} img, dense" if args.dense else f"{len(train_names)} img, {painted:.1f}%"
+        rows.append([name, "dsb2018", used if name != "otsu-watershed" else "-",
                      cost if trained else "-", getattr(predictor, "device", "cpu"), f"{ap:.3f}",
                      f"{train_s:.1f}", f"{predict_s:.2f}", getattr(predictor, "info", "")])
 
