@@ -32,6 +32,11 @@ __all__ = ["Trainer", "Progress", "TrainResult", "fit"]
 
 log = logging.getLogger(__name__)
 
+#: ``TrainConfig.class_prior=None`` estimates class frequencies for models of at most this many
+#: classes. With more, the estimate went wrong: on CamVid (11 classes) it put Building at 5 %
+#: (truth 22 %) and cut held-out mIoU from 0.167 to 0.149 (400 steps, dense labels, 3 frames).
+MAX_PRIOR_CLASSES = 3
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -442,7 +447,8 @@ class Trainer:
             net.eval()
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
             self.model.info["train_config"] = cfg.to_dict()
-        if cfg.class_prior and step:
+        use_prior = cfg.class_prior if cfg.class_prior is not None else self.class_map.n_classes <= MAX_PRIOR_CLASSES
+        if use_prior and step:
             self._estimate_prior()
         return TrainResult(self.model, step, stopped, time.perf_counter() - start, losses)
 
