@@ -252,7 +252,7 @@ class UNetWidget(QWidget):
             if wanted in self.viewer.layers and self._annotation_combo.currentText() != wanted:
                 self._annotation_combo.setCurrentText(wanted)
         self._on_annotation_changed(self._annotation_combo.currentText())
-        self._update_volume_option()
+        self._update_volume_option(from_scale=True)
 
     def _on_annotation_changed(self, name: str) -> None:
         self._classes.set_layer(self.annotation_layer())
@@ -284,8 +284,9 @@ class UNetWidget(QWidget):
         self._classes.add_button.setVisible(not objects)
         self._update_volume_option()
 
-    def _update_volume_option(self) -> None:
-        """The 3D option is offered for stacks (Z, Y, X) in classes mode; Z/XY from the layer's scale."""
+    def _update_volume_option(self, from_scale: bool = False) -> None:
+        """The 3D option is offered for stacks (Z, Y, X) in classes mode; with ``from_scale``
+        (a new image) Z/XY is read from the layer's scale."""
         image = self.image_layer()
         stack = image is not None and len(_layers.image_info(image).stack_shape) == 1
         usable = stack and self.mode() == "classes"
@@ -293,7 +294,7 @@ class UNetWidget(QWidget):
         self._z_ratio_spin.setEnabled(usable)
         if not usable:
             self._volume_check.setChecked(False)
-        elif image.scale[-1] > 0:
+        elif from_scale and image.scale[-1] > 0:
             self._z_ratio_spin.setValue(float(image.scale[-3] / image.scale[-1]))
 
     def volume(self) -> bool:
@@ -401,6 +402,8 @@ class UNetWidget(QWidget):
         self.model = model
         if result is not None:
             self.last_result = result
+        if model is not None and self._volume_check.isEnabled():
+            self._volume_check.setChecked(model.config.dims == 3)  # the box shows what the model is
         self._update_model_label()
 
     @property
@@ -415,6 +418,8 @@ class UNetWidget(QWidget):
             if widget is not keep and widget is not self._classes.add_button:
                 widget.setEnabled(not busy)
         self._save_model_btn.setEnabled(not busy and self.model is not None)
+        if not busy:
+            self._update_volume_option()  # the 3D option only where it applies
 
 
 def _set_choices(combo: QComboBox, names: list[str]) -> None:

@@ -344,6 +344,11 @@ def test_3d_network_on_a_stack_trains_previews_and_predicts(dock, nuclei):
     stack = np.stack([image, image[::-1], image[:, ::-1], image]).astype(np.uint16) * 100
     viewer, widget = dock(stack, scale=(3.0, 1.0, 1.0))  # Z voxels 3 times as deep as wide
     assert widget._volume_check.isEnabled() and widget.z_ratio() == 3.0
+    widget._z_ratio_spin.setValue(2.5)
+    widget.set_busy(True)
+    widget.set_busy(False)
+    assert widget.z_ratio() == 2.5 and widget._z_ratio_spin.isEnabled()  # the user's value stays
+    widget._z_ratio_spin.setValue(3.0)
     annotation = widget.new_annotation_layer()
     strokes = np.zeros(stack.shape, np.uint8)
     strokes[0] = stroke_labels(mask)
@@ -367,5 +372,9 @@ def test_3d_network_on_a_stack_trains_previews_and_predicts(dock, nuclei):
     whole = viewer.layers["img prediction"].data
     assert whole.shape == stack.shape and all(whole[z].all() for z in range(4))
 
+    model = widget.model
+    widget._volume_check.setChecked(False)
+    widget.set_model(model)  # e.g. loaded from a file: the box follows the model
+    assert widget.volume()
     widget.set_mode("objects")  # 3D is for classes mode
     assert not widget._volume_check.isEnabled() and not widget.volume()
