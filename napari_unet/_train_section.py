@@ -115,9 +115,8 @@ class TrainSection(QGroupBox):
         if model is not None and (model.info.get("mode") == "objects") != objects:
             show_warning(f"The current model was not trained in {owner.mode()} mode: training a new model.")
             model = None
-        dims = 3 if owner.volume() else 2
-        if model is not None and model.config.dims != dims and not (dims == 2 and info.stack_shape and
-                                                                    model.config.dims == 3):
+        dims = 3 if owner.volume() else 2  # the box follows the current model (`set_model`)
+        if model is not None and model.config.dims != dims:
             show_warning(f"The current model is {model.config.dims}D: training a new {dims}D model.")
             model = None
         try:

@@ -186,7 +186,7 @@ def predict_jobs(
         box.next_job(number)
         options = dict(channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel, notice=box.notice)
         try:
-            if model.config.dims == 3 and job.index and job.slab is not None:
+            if job.slab is not None:  # a 3D model's current slice
                 labels = predict_plane_3d(model, job.slab, job.index[0], **options)
             elif job.stream_to:
                 labels = create_labels_tiff(job.stream_to, job.full_shape, model.class_map.dtype, overwrite=True,

@@ -427,8 +427,10 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
                     if batch == 1:
+                        shape = self.sampler.patch_shape
+                        patch = f"{shape[-1]}²" if len(shape) == 2 else " x ".join(map(str, shape))
                         raise InputError(
-                            f"The {self.device.type.upper()} ran out of memory even with one {cfg.patch_size}² patch "
+                            f"The {self.device.type.upper()} ran out of memory even with one {patch} patch "
                             "per step; train on the CPU (device cpu) or with a smaller patch size.") from None
                     batch //= 2
                     notice = f"Out of {self.device.type.upper()} memory while training: going on with {batch} " \
