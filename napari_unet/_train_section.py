@@ -214,7 +214,10 @@ class TrainSection(QGroupBox):
         self._progress.setValue(1000)
         how = "stopped" if result.stopped else "done"
         last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
-        self._loss_label.setText(f"Training {how}: {result.steps} steps in {result.elapsed:.0f} s{last}.")
+        names = result.model.class_map.names
+        thin = f" '{names[0]}' is drawn as thin lines between regions of '{names[1]}'." \
+            if result.model.separates_regions else ""
+        self._loss_label.setText(f"Training {how}: {result.steps} steps in {result.elapsed:.0f} s{last}.{thin}")
 
     def _on_error(self, error: BaseException) -> None:
         log.error("training failed", exc_info=error)

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/<image stem>_mask.tif")
     predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
     predict.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
+    predict.add_argument("--argmax", action="store_true",
+                         help="most likely class per pixel, even for a model that draws thin separators "
+                              "between regions (two classes trained with border weights)")
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
     predict.add_argument("--objects", action="store_true",
                          help="write one id per object (automatic for models trained with --objects)")
@@ -181,6 +184,8 @@ def _predict(args) -> int:
     from src_models.objects import predict_objects
 
     model = UNetModel.load(args.model, device=args.device)
+    if args.argmax:
+        model.separates_regions = False
     objects = args.objects or model.info.get("mode") == "objects"
     if objects and not {1, 2} <= set(model.class_map.ids):
         raise InputError(f"{args.model} was not trained in objects mode (its classes are "

@@ -184,12 +184,17 @@ class TrainConfig(_Record):
     are never changed. ``class_prior`` estimates, after training, how frequent each class
     really is on the training images (`calibration`), and prediction weighs by it instead
     of the equal weights the balanced loss implies; None means on for models of at most
-    3 classes (it helped on ISBI; with CamVid's 11 classes the estimate went wrong). ``channels_last=None`` means on for
-    CUDA and CPU.
+    3 classes (it helped on ISBI; with CamVid's 11 classes the estimate went wrong), except
+    for models that separate regions (below). ``channels_last=None`` means on for CUDA and CPU.
 
     ``border_weight`` adds the U-Net paper's weights (``border_w0``, ``border_sigma``) around
     the connected regions of the last class, stressing thin gaps between them (ISBI: the
     membranes between cells); None means on when exactly two classes are painted.
+    ``separate_regions`` makes the model's predictions draw the first class as thin
+    separators that keep regions of the second apart (`separation.separate_regions`,
+    `UNetModel.separates_regions`); None means decided after training for 2D models trained
+    with border weights: on when the predicted first class forms lines (membranes), off
+    when it is a background around objects.
 
     3D: ``dims=3`` makes a new model a 3D U-Net trained on blocks of ``patch_depth`` planes
     of a stack (Z, Y, X); ``z_ratio`` (Z voxel size / XY voxel size) decides where it pools Z
@@ -224,6 +229,7 @@ class TrainConfig(_Record):
     pseudo_threshold: float = 0.9
     pseudo_weight: float = 0.5
     class_prior: bool | None = None
+    separate_regions: bool | None = None
     fill_reach: int = 8
     dims: int = 2
     z_ratio: float = 1.0

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .calibration import apply_class_prior
+from .separation import separate_regions
 from .classmap import ClassMap
 from .config import TileConfig, UNetConfig, preset_config
 from .device import autocast, pick_device, uses_bf16
@@ -191,6 +192,22 @@ class UNetModel:
             tile = TileConfig(tile_size=512, halo=32, blend=16, batch_size=1)
         return dataclasses.replace(tile, **changes) if changes else tile
 
+    @property
+    def separates_regions(self) -> bool:
+        """Whether `predict` draws thin separators between regions (`separation.separate_regions`).
+
+        Decided after training for 2D models of two classes trained with border weights:
+        on when the first class forms lines between regions of the second (membranes between
+        cells, `separation.separators_are_lines`), off for a background around objects.
+        Stored in the model file (``info["separate_regions"]``); set it to False for the
+        plain argmax.
+        """
+        return bool(self.info.get("separate_regions")) and self.class_map.n_classes == 2 and self.config.dims == 2
+
+    @separates_regions.setter
+    def separates_regions(self, value: bool) -> None:
+        self.info["separate_regions"] = bool(value)
+
     #: ``"auto"`` (bf16 autocast on CUDA and on CPUs with hardware bf16), ``"bf16"`` or ``"fp32"``;
     #: set on the instance to override. Not stored in the model file.
     precision = "auto"
@@ -280,7 +297,9 @@ class UNetModel:
         -------
         labels : ndarray
             The painted class ids, shape of the image less its channel axis, uint8
-            (uint16/uint32 for larger ids).
+            (uint16/uint32 for larger ids): the most likely class of each pixel, or, for a
+            model that `separates_regions`, thin separators between closed regions
+            (decided per band of rows on images too large for one band).
         probs : ndarray, only with ``probabilities=True``
         """
         tile = tile or self.default_tile()
@@ -311,6 +330,7 @@ class UNetModel:
         per_band = [count_tiles(view.height, view.width, tile.tile_size, tile.halo, tile.blend, multiple,
                                 (y0, y1, rx0, rx1)) for y0, y1 in bands]
         total = sum(per_band) * view.n_slices
+        separate = self.separates_regions
         was_training = self.net.training
         self.net.eval()
         try:
@@ -328,9 +348,13 @@ class UNetModel:
                         cancel=cancel, notice=notice)
                     done_before += n_tiles
                     rows = slice(y0 - ry0, y1 - ry0)
-                    for r in range(0, y1 - y0, 256):  # argmax in row chunks: no band-sized int64 array
-                        chunk = slice(y0 - ry0 + r, min(y1, y0 + r + 256) - ry0)
-                        labels[(*stack_idx, chunk)] = self.class_map.to_ids(region_probs[:, r:r + 256].argmax(0))
+                    if separate:
+                        labels[(*stack_idx, rows)] = self.class_map.to_ids(separate_regions(region_probs))
+                    else:
+                        for r in range(0, y1 - y0, 256):  # argmax in row chunks: no band-sized int64 array
+                            chunk = slice(y0 - ry0 + r, min(y1, y0 + r + 256) - ry0)
+                            labels[(*stack_idx, chunk)] = self.class_map.to_ids(
+                                region_probs[:, r:r + 256].argmax(0))
                     if probs is not None:
                         probs[(*stack_idx, slice(None), rows)] = region_probs
                     if len(bands) > 1 or view.n_slices > 1:

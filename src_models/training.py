@@ -25,6 +25,7 @@ from .device import pick_device
 from .errors import InputError
 from .images import ImageView
 from .losses import SegmentationLoss, border_weight_map, pairwise_smoothness_loss
+from .separation import separators_are_lines
 from .sampling import PatchSampler
 from .segmenter import UNetModel
 
@@ -175,6 +176,12 @@ class Trainer:
         self._pseudo: dict[tuple[int, int], np.ndarray] = {}
         self._use_border_weights = cfg.border_weight if cfg.border_weight is not None \
             else self.class_map.n_classes == 2
+        # thin separators: a candidate for two classes in 2D; with separate_regions None, decided after
+        # training by the shape of the predicted first class (`separation.separators_are_lines`)
+        self._may_separate = self.class_map.n_classes == 2 and self.dims == 2 and bool(
+            cfg.separate_regions if cfg.separate_regions is not None else self._use_border_weights)
+        if cfg.separate_regions is not None or not self._may_separate:
+            self.model.separates_regions = self._may_separate
         self.sampler = PatchSampler(self.class_map.n_classes, self._patch, self.device, self._rng)
         for i in range(len(self.views)):
             self._load_slices(i, self.labels[i], previous=None)
@@ -325,13 +332,27 @@ class Trainer:
             model.class_prior = prior
         return planes
 
-    def _estimate_prior(self) -> None:
-        """Class frequencies on (a central 1024-pixel window of) up to 8 painted slices."""
+    def _after_training(self) -> None:
+        """Decide thin separators and estimate class frequencies, from the network's own
+        probabilities on (a central 1024-pixel window of) up to 8 painted slices."""
+        cfg = self.config
+        decide = self._may_separate and cfg.separate_regions is None
+        use_prior = cfg.class_prior if cfg.class_prior is not None else \
+            self.class_map.n_classes <= MAX_PRIOR_CLASSES
+        if not (decide or use_prior):
+            self.model.class_prior = None  # an earlier estimate does not fit the new weights
+            return
         if self.dims == 3:
             probs = self._volume_probabilities()
         else:
             probs = [p for _, p in self._slice_probabilities(max_side=1024, limit=8, prior=False)]
-        if probs:
+        if decide:
+            self.model.separates_regions = bool(probs) and separators_are_lines(probs)
+            log.info("Thin separators between regions: %s", self.model.separates_regions)
+        if self.model.separates_regions and cfg.class_prior is None:
+            use_prior = False  # the separators' decision replaces the class-frequency correction
+        self.model.class_prior = None
+        if use_prior and probs:
             self.model.class_prior = estimate_class_prior(probs).astype(np.float32)
             log.info("Estimated class frequencies %s", np.round(self.model.class_prior, 3))
 
@@ -449,9 +470,8 @@ class Trainer:
             net.eval()
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
             self.model.info["train_config"] = cfg.to_dict()
-        use_prior = cfg.class_prior if cfg.class_prior is not None else self.class_map.n_classes <= MAX_PRIOR_CLASSES
-        if use_prior and step:
-            self._estimate_prior()
+        if step:
+            self._after_training()
         return TrainResult(self.model, step, stopped, time.perf_counter() - start, losses)
 
     def _step(self, batch: int, autocast, channels_last: bool) -> float:

@@ -29,7 +29,8 @@ def test_cli_train_then_predict_on_an_isbi_slice(tmp_path, capsys):
     labels = _painted_isbi(tmp_path)
     model = tmp_path / "isbi.safetensors"
     rc = main(["train", "--images", str(DATA / "images" / "slice_00.png"), "--labels", str(labels),
-               "--out", str(model), "--steps", "3", "--device", "cpu", "--quiet", "--batch-size", "2"])
+               "--out", str(model), "--steps", "40", "--device", "cpu", "--quiet", "--batch-size", "2",
+               "--patch-size", "96"])
     assert rc == 0 and model.is_file()
     assert "model written to" in capsys.readouterr().out
     out_dir = tmp_path / "masks"  # created on demand
@@ -40,6 +41,16 @@ def test_cli_train_then_predict_on_an_isbi_slice(tmp_path, capsys):
         mask = tifffile.imread(out_dir / f"{stem}_mask.tif")
         assert mask.shape == (512, 512) and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {1, 2}
+    # a model that draws thin separators; --argmax gives the plain most likely class instead
+    thin_model = UNetModel.load(model)
+    thin_model.separates_regions = True
+    thin_model.save(tmp_path / "thin.safetensors")
+    for name, extra in (("thin", []), ("argmax", ["--argmax"])):
+        assert main(["predict", "--model", str(tmp_path / "thin.safetensors"), "--images",
+                     str(DATA / "images" / "slice_05.png"), "--out-dir", str(tmp_path / name), "--device", "cpu",
+                     "--quiet", *extra]) == 0
+    argmax, thin = (tifffile.imread(tmp_path / d / "slice_05_mask.tif") for d in ("argmax", "thin"))
+    assert np.all(argmax[thin == 1] == 1) and (thin == 1).sum() < (argmax == 1).sum()
     # never overwrites without --overwrite
     before = (out_dir / "test_00_mask.tif").stat().st_mtime_ns
     rc = main(["predict", "--model", str(model), "--images", str(DATA / "unlabelled" / "test_00.png"),

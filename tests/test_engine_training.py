@@ -41,6 +41,7 @@ def test_class_ids_round_trip_non_contiguous():
 def test_learns_a_simple_image_from_strokes():
     image, truth = _blobs()
     result = fit(image, _strokes(truth), config=TrainConfig(steps=60, time_budget=None, **TINY))
+    assert not result.model.separates_regions  # a background around an object is not a line
     pred = result.model.predict(image)
     assert (pred == truth).mean() > 0.85
     assert result.losses[-1] < result.losses[0]

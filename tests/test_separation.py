@@ -1,0 +1,103 @@
+"""Thin separators between regions (membranes between cells) and learning from strokes on a real EM slice."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from src_models import TrainConfig, UNetModel, fit
+from src_models.separation import separate_regions
+
+
+def _two_cells_and_a_blurred_membrane(width=40, sharp=False):
+    """Probabilities of a vertical membrane at x = 20 between two cells; its argmax band is 9 px wide."""
+    x = np.arange(width, dtype=np.float32)
+    membrane = 0.95 * np.exp(-((x - 20) ** 2) / (2 * 4.0 ** 2))  # > 0.5 for |x - 20| <= 4
+    p_sep = np.broadcast_to(membrane, (30, width)).copy()
+    return np.stack([p_sep, 1 - p_sep])
+
+
+def test_a_wide_membrane_is_drawn_along_its_crest_and_keeps_the_cells_apart():
+    probs = _two_cells_and_a_blurred_membrane()
+    argmax = probs.argmax(0)
+    assert (argmax[0] == 0).sum() == 9
+    decided = separate_regions(probs)
+    assert decided.dtype == np.uint8 and decided.shape == (30, 40)
+    band = np.flatnonzero(decided[0] == 0)
+    assert 1 <= len(band) <= 3 and 19 <= band.min() and band.max() <= 21  # the crest, not the flanks
+    assert (decided[argmax == 1] == 1).all()  # what the argmax calls cell stays cell
+    assert ndimage.label(decided == 1)[1] == 2  # the two cells are still apart
+
+
+def test_regions_that_touch_keep_a_one_pixel_separator():
+    # separator probability 0.45 everywhere except 0.55 in a 3-px-wide flat band between two cells
+    p_sep = np.full((20, 30), 0.2, np.float32)
+    p_sep[:, 14:17] = 0.55
+    decided = separate_regions(np.stack([p_sep, 1 - p_sep]), ridge=1.0)
+    assert ndimage.label(decided == 1)[1] == 2
+    assert 1 <= (decided[0] == 0).sum() <= 3
+
+
+def test_small_ridge_keeps_the_argmax_and_bad_input_raises():
+    probs = _two_cells_and_a_blurred_membrane()
+    np.testing.assert_array_equal(separate_regions(probs, ridge=1e-6), probs.argmax(0))
+    with pytest.raises(ValueError, match="ridge"):
+        separate_regions(probs, ridge=0)
+    with pytest.raises(ValueError, match=r"\(2, H, W\)"):
+        separate_regions(np.zeros((3, 4, 4)))
+
+
+def test_two_class_training_makes_a_separating_model_that_keeps_it_in_its_file(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 10, (48, 48)).astype(np.float32)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[10, 5:40], labels[30, 5:40] = 1, 2
+    config = TrainConfig(steps=2, time_budget=None, batch_size=1, patch_size=32, device="cpu", separate_regions=True)
+    model = fit(image, labels, config=config).model
+    assert model.separates_regions and model.class_prior is None  # the decision replaces the class prior
+    model.save(tmp_path / "m.safetensors")
+    assert UNetModel.load(tmp_path / "m.safetensors", device="cpu").separates_regions
+    off = fit(image, labels, config=TrainConfig(**{**config.to_dict(), "separate_regions": False})).model
+    assert not off.separates_regions and off.class_prior is not None
+    labels[20, 5:40] = 3  # three classes: argmax
+    assert not fit(image, labels, config=config).model.separates_regions
+
+
+def test_separators_are_lines_for_membranes_not_for_a_background():
+    from src_models.separation import separators_are_lines
+
+    membranes = _two_cells_and_a_blurred_membrane()
+    yy, xx = np.mgrid[:120, :120]
+    disc = ((yy - 60) ** 2 + (xx - 60) ** 2 < 15 ** 2).astype(np.float32)
+    background = np.stack([1 - 0.9 * disc, 0.9 * disc])
+    assert separators_are_lines([membranes])
+    assert not separators_are_lines([background])
+    assert not separators_are_lines([membranes, background, background])
+
+
+def test_strokes_on_a_real_em_slice_beat_a_threshold_and_separation_lowers_rand_error(shared_data):
+    """A small, fast version of bench/strokes_isbi.py: the U-Net against a trivial baseline."""
+    from skimage import io
+    from skimage.filters import threshold_otsu
+
+    from src_models.metrics import adapted_rand_error_interior, class_f1
+    from src_models.strokes import simulate_strokes
+
+    root = shared_data / "isbi2012"
+    crop = (slice(0, 256), slice(0, 256))
+    train = io.imread(root / "images" / "slice_00.png")[crop]
+    truth0 = np.where(io.imread(root / "labels" / "slice_00.png")[crop] == 0, 1, 2).astype(np.uint8)
+    test = io.imread(root / "images" / "slice_05.png")[crop]
+    truth = np.where(io.imread(root / "labels" / "slice_05.png")[crop] == 0, 1, 2).astype(np.uint8)
+    strokes = simulate_strokes(truth0, (1, 2), 0.03, np.random.default_rng(0))
+    model = fit(train, strokes, config=TrainConfig(steps=150, time_budget=None, batch_size=2, patch_size=96,
+                                                   device="cpu", seed=0)).model
+    assert model.separates_regions
+    separated = model.predict(test)
+    model.separates_regions = False
+    argmax = model.predict(test)
+    threshold = np.where(test < threshold_otsu(test), 1, 2)  # membranes are dark
+    f1 = {name: class_f1(truth, pred, 1) for name, pred in
+          [("separated", separated), ("argmax", argmax), ("threshold", threshold)]}
+    assert f1["separated"] > f1["threshold"] + 0.05, f1
+    rand = {name: adapted_rand_error_interior(truth, pred, 2) for name, pred in
+            [("separated", separated), ("argmax", argmax), ("threshold", threshold)]}
+    assert rand["separated"] < rand["argmax"] and rand["separated"] < rand["threshold"], rand
