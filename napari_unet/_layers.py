@@ -156,6 +156,7 @@ def show_labels(
     region: tuple[slice, slice] | None = None,
     full_shape: tuple[int, ...] | None = None,
     classes: dict[int, str] | None = None,
+    instances: bool = False,
 ) -> Labels:
     """Put predicted ``labels`` into the labels layer ``name`` (see `labels_layer`).
 
@@ -176,11 +177,17 @@ def show_labels(
     classes : dict, optional
         ``{id: name}`` of the class ids in ``labels``, kept in the layer's metadata so that
         exports write them into the TIFF (None for object instances).
+    instances : bool
+        ``labels`` are object ids (0 = background). Written into one plane of a stack
+        (``index``), they are shifted above the ids of the layer's other planes, so that an
+        object predicted on one slice never shares its id with one on another slice.
     """
     labels = np.asarray(labels)
     partial = bool(index) or region is not None
     shape = tuple(full_shape) if partial else labels.shape
     layer = labels_layer(viewer, name, shape, labels.dtype, like=like, below=colors_from)
+    if instances and index and labels.any():
+        labels = _above_other_planes(labels, layer.data, index)
     if not partial:
         layer.data = labels
     else:
@@ -202,6 +209,18 @@ def show_labels(
     if classes is not None:
         layer.metadata[_CLASSES_KEY] = {int(k): str(v) for k, v in classes.items()}
     return layer
+
+
+def _above_other_planes(labels: np.ndarray, data, index: tuple[int, ...]) -> np.ndarray:
+    """Object ids of one plane shifted above the largest id of ``data``'s other planes."""
+    flat = np.asarray(data).reshape(-1, *np.shape(data)[len(index):])
+    here = int(np.ravel_multi_index(index, np.shape(data)[:len(index)]))
+    top = max([int(part.max()) for part in (flat[:here], flat[here + 1:]) if part.size] + [0])
+    if top == 0:
+        return labels
+    shifted = np.where(labels > 0, labels.astype(np.int64) + top, 0)
+    dtype = np.uint16 if shifted.max() <= np.iinfo(np.uint16).max else np.uint32
+    return shifted.astype(np.promote_types(labels.dtype, dtype))
 
 
 def prediction_classes(model) -> dict[int, str] | None:

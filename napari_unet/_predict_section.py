@@ -143,7 +143,8 @@ class PredictSection(QGroupBox):
         source = viewer.layers[job.source] if job.source in viewer.layers else None
         _layers.show_labels(viewer, job.name, labels, like=source, colors_from=self._owner.annotation_layer(),
                             index=job.index, full_shape=job.full_shape,
-                            classes=_layers.prediction_classes(self._owner.model))
+                            classes=_layers.prediction_classes(self._owner.model),
+                            instances=self._owner.model.info.get("mode") == "objects")
         if job.stream_to:
             show_info(f"{job.name} was streamed to {job.stream_to}; the layer reads it from there as you look. "
                       "Export writes a compressed copy.")

@@ -205,7 +205,8 @@ class TrainSection(QGroupBox):
             self._owner.viewer, _layers.prediction_name(image), preview.labels, like=image,
             colors_from=self._painted, index=view.index, region=None if whole else (view.rows, view.cols),
             full_shape=_layers.image_info(image).spatial_shape,
-            classes=_layers.prediction_classes(None if self._trainer is None else self._trainer.model))
+            classes=_layers.prediction_classes(None if self._trainer is None else self._trainer.model),
+            instances=self._trainer is not None and self._trainer.model.info.get("mode") == "objects")
 
     def _on_done(self, result) -> None:
         if result is None:  # the worker was aborted (the viewer closed): nothing to keep

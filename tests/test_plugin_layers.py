@@ -40,6 +40,24 @@ def test_show_labels_region_clears_rest_of_plane_only(make_napari_viewer):
     assert viewer.layers.selection.active.name == annotation.name
 
 
+def test_objects_predicted_slice_by_slice_keep_distinct_ids(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((3, 20, 20), np.uint8), name="im")
+    objects = np.zeros((20, 20), np.uint16)
+    objects[2:6, 2:6], objects[10:15, 10:15] = 1, 2  # ids 1..2 on every slice, as predicted per slice
+    for z in (0, 2, 0):  # slice 0 predicted again: its own old ids do not count
+        _layers.show_labels(viewer, "im objects", objects, like=image, index=(z,), full_shape=(3, 20, 20),
+                            instances=True)
+    data = viewer.layers["im objects"].data
+    assert set(np.unique(data[2])) == {0, 3, 4}  # above slice 0's first ids
+    assert set(np.unique(data[0])) == {0, 5, 6}  # above slice 2's, not above its own old ones
+    assert not (data[1] > 0).any()
+    big = np.where(objects > 0, objects.astype(np.uint32) + 65534, 0)  # ids beyond uint16 stay distinct
+    _layers.show_labels(viewer, "im objects", big, index=(1,), full_shape=(3, 20, 20), instances=True)
+    data = viewer.layers["im objects"].data
+    assert data[1].max() == 65536 + 6 and data.dtype == np.uint32
+
+
 def test_accept_into_keeps_painted_and_is_one_undo_step(make_napari_viewer):
     viewer = make_napari_viewer()
     painted = np.zeros((20, 20), np.uint8)
