@@ -183,6 +183,7 @@ def peak_mb():  # VmHWM: ru_maxrss would include the parent's memory (it survive
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 image = open_image_lazily(sys.argv[2])
 model = UNetModel.new(1, ClassMap((1, 2)), preset="auto", device=sys.argv[4], seed=0)
+model.separates_regions = sys.argv[5] == "1"  # a membrane model's thin separators (src_models.separation)
 out = create_labels_tiff(sys.argv[3], image.shape, model.class_map.dtype, overwrite=True)
 baseline = peak_mb()
 t = time.perf_counter()
@@ -195,9 +196,9 @@ print(json.dumps({"seconds": seconds, "maxrss_mb": peak_mb(),
 """
 
 
-def stream_big(shape, device):
+def stream_big(shape, device, separate=False):
     """Peak RSS (MB, VmHWM) and seconds of predicting a uint16 memory-mapped TIFF of ``shape``
-    (``(H, W)`` or a stack ``(Z, H, W)``) in a fresh process."""
+    (``(H, W)`` or a stack ``(Z, H, W)``) in a fresh process (``separate``: with thin separators)."""
     import tifffile
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "big.tif", Path(tmp) / "big_mask.tif"
@@ -213,7 +214,8 @@ def stream_big(shape, device):
             big.flush()
         del big, planes
         proc = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(Path(__file__).resolve().parents[1]),
-                               str(src), str(dst), str(device)], capture_output=True, text=True, check=True)
+                               str(src), str(dst), str(device), str(int(separate))], capture_output=True, text=True,
+                              check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -232,6 +234,8 @@ def main(argv=None):
     parser.add_argument("--big", type=int, default=4096, help="side of the streamed uint16 TIFF (0: skip)")
     parser.add_argument("--stack", type=int, default=0,
                         help="also stream a stack of this many 2048² uint16 slices (the issue's 200: ~5 min on 2 cores)")
+    parser.add_argument("--separate", action="store_true",
+                        help="also stream the --big image with a model that draws thin separators (membranes)")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="bf16 autocast or fp32 (sets NAPARI_UNET_PRECISION; auto: bf16 on CUDA and on CPUs "
@@ -290,9 +294,12 @@ def main(argv=None):
                  "ratio": None, "note": "target >= 0.8 (GPU); the halo alone costs "
                  f"{1 - ((tile.tile_size - 2 * tile.halo) / tile.tile_size) ** 2:.0%} of the pixels"})
 
-    for shape in ([(args.big, args.big)] if args.big else []) + ([(args.stack, 2048, 2048)] if args.stack else []):
-        res = stream_big(shape, device)
+    streams = ([(args.big, args.big)] if args.big else []) + ([(args.stack, 2048, 2048)] if args.stack else [])
+    for shape, separate in [(shape, False) for shape in streams] + \
+            ([(streams[0], True)] if args.separate and streams else []):
+        res = stream_big(shape, device, separate)
         size = " x ".join(map(str, shape[:-2])) + (" x " if len(shape) > 2 else "") + f"{shape[-2]}²"
+        size += ", thin separators" if separate else ""
         n_px = int(np.prod(shape, dtype=np.int64))
         row(f"streaming predict {size} uint16 memmap TIFF -> memmap TIFF: peak RSS", res["maxrss_mb"], "MB",
             2048, note=f"{res['baseline_mb']:.0f} MB before predicting (torch + model); {res['seconds']:.0f} s, "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .calibration import apply_class_prior
-from .separation import separate_regions
+from .separation import separate_regions_in_rows
 from .classmap import ClassMap
 from .config import TileConfig, UNetConfig, preset_config
 from .device import autocast, pick_device, uses_bf16
@@ -349,7 +349,7 @@ class UNetModel:
                     done_before += n_tiles
                     rows = slice(y0 - ry0, y1 - ry0)
                     if separate:
-                        labels[(*stack_idx, rows)] = self.class_map.to_ids(separate_regions(region_probs))
+                        labels[(*stack_idx, rows)] = self.class_map.to_ids(separate_regions_in_rows(region_probs))
                     else:
                         for r in range(0, y1 - y0, 256):  # argmax in row chunks: no band-sized int64 array
                             chunk = slice(y0 - ry0 + r, min(y1, y0 + r + 256) - ry0)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["separate_regions", "separators_are_lines"]
+__all__ = ["separate_regions", "separate_regions_in_rows", "separators_are_lines"]
 
 #: A separator is a line when 90 % of its pixels lie within this many pixels of a region.
 LINE_REACH = 15.0
@@ -77,6 +77,27 @@ def separate_regions(probs, *, ridge: float = 0.9, window: int = 9, min_region: 
     flank = ~region & ~crest
     flooded = watershed(separator, np.where(rim, seeds, 0), mask=flank | rim, watershed_line=True)
     return ((flooded > 0) | region).astype(np.uint8)
+
+
+def separate_regions_in_rows(probs, *, max_pixels: int = 4 * 2**20, halo: int = 64, **options) -> np.ndarray:
+    """`separate_regions` of a tall probability map in groups of rows, to bound memory.
+
+    Maps of at most ``max_pixels`` pixels go in one piece. Larger ones (bands of an image
+    over 64 Mpx) go in groups of rows with ``halo`` rows of context above and below, of
+    which only the inner rows are kept; the watershed needs the context so that a cell cut
+    by a group's edge is still flooded from its own rim.
+    """
+    probs = np.asarray(probs)
+    height, width = probs.shape[-2:]
+    if height * width <= max_pixels:
+        return separate_regions(probs, **options)
+    rows = max(1, max_pixels // width - 2 * halo)
+    out = np.empty((height, width), np.uint8)
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        a, b = max(0, y0 - halo), min(height, y1 + halo)
+        out[y0:y1] = separate_regions(probs[:, a:b], **options)[y0 - a:y1 - a]
+    return out
 
 
 def separators_are_lines(probabilities, reach: float = LINE_REACH) -> bool:

@@ -45,6 +45,31 @@ def test_small_ridge_keeps_the_argmax_and_bad_input_raises():
         separate_regions(np.zeros((3, 4, 4)))
 
 
+def _voronoi_cells(size=256, n=60, seed=0):
+    """Probabilities of blurred membranes between Voronoi cells."""
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(seed)
+    points = np.zeros((size, size), bool)
+    points[tuple(rng.integers(0, size, (2, n)))] = True
+    _, (iy, ix) = ndimage.distance_transform_edt(~points, return_indices=True)
+    cells = iy * size + ix
+    p_sep = ndimage.gaussian_filter(find_boundaries(cells).astype(np.float32), 2.5)
+    p_sep = 0.95 * p_sep / p_sep.max()
+    return np.stack([p_sep, 1 - p_sep])
+
+
+def test_tall_maps_are_separated_in_groups_of_rows_like_in_one_piece():
+    from src_models.separation import separate_regions_in_rows
+
+    probs = _voronoi_cells()
+    whole = separate_regions(probs)
+    assert (whole == 0).mean() < (probs.argmax(0) == 0).mean()  # thinner than the argmax
+    np.testing.assert_array_equal(separate_regions_in_rows(probs), whole)  # small: one piece
+    rows = separate_regions_in_rows(probs, max_pixels=128 * 256, halo=32)  # 4 groups of 64 rows
+    assert (rows == whole).mean() > 0.995
+
+
 def test_two_class_training_makes_a_separating_model_that_keeps_it_in_its_file(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.normal(100, 10, (48, 48)).astype(np.float32)
