@@ -378,3 +378,27 @@ def test_3d_network_on_a_stack_trains_previews_and_predicts(dock, nuclei):
     assert widget.volume()
     widget.set_mode("objects")  # 3D is for classes mode
     assert not widget._volume_check.isEnabled() and not widget.volume()
+
+
+def test_membranes_on_a_real_em_slice_come_out_as_thin_lines_between_cells(dock, shared_data):
+    """Strokes on a real ISBI crop: after training the model draws membranes as thin separators,
+    says so, and the prediction keeps less membrane than the plain most likely class."""
+    from skimage import io
+
+    from src_models.strokes import simulate_strokes
+
+    root = shared_data / "isbi2012"
+    image = io.imread(root / "images" / "slice_00.png")[:256, :256]
+    truth = np.where(io.imread(root / "labels" / "slice_00.png")[:256, :256] == 0, 1, 2).astype(np.uint8)
+    viewer, widget = dock(image)
+    annotation = widget.new_annotation_layer()
+    paint(annotation, simulate_strokes(truth, (1, 2), 0.03, rng=0))
+    _train(widget, steps=150)
+    assert widget.model.separates_regions
+    assert "thin lines" in widget._train._loss_label.text()
+    widget._predict._scope_combo.setCurrentText("Whole image")
+    widget._predict._predict_btn.click()
+    thin = viewer.layers["img prediction"].data
+    argmax = widget.model.predict(image, probabilities=True)[1].argmax(0) + 1
+    assert set(np.unique(thin)) == {1, 2}
+    assert np.all(argmax[thin == 1] == 1) and (thin == 1).mean() < (argmax == 1).mean()
