@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from .calibration import apply_class_prior
-from .separation import separate_regions_in_rows
 from .classmap import ClassMap
 from .config import TileConfig, UNetConfig, preset_config
 from .device import autocast, pick_device, uses_bf16
 from .errors import InputError
 from .images import ImageView, Normalization
 from .model import UNet
+from .separation import separate_regions_in_rows
 from .tiling import count_tiles, count_volume_blocks, predict_tiled, predict_volume_tiled
 
 __all__ = ["UNetModel"]

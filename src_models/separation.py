@@ -1,8 +1,7 @@
 """Two-class decisions that keep regions apart: thin separators, closed by a watershed.
 
 A model of two classes where the first one separates regions of the second (membranes
-between cells in EM, background between touching nuclei) is trained with the paper's
-border weights, and its probabilities are right about *where* a separator runs but not
+between cells in EM) is trained with the paper's border weights, and its probabilities are right about *where* a separator runs but not
 about *how wide* it is: trained on strokes that stop short of every membrane, it paints
 the unpainted band beside each membrane as membrane too, more so the longer it trains.
 Each cell then loses its rim to the membrane, and a cell whose rim is membrane scores as a

@@ -25,9 +25,9 @@ from .device import pick_device
 from .errors import InputError
 from .images import ImageView
 from .losses import SegmentationLoss, border_weight_map, pairwise_smoothness_loss
-from .separation import separators_are_lines
 from .sampling import PatchSampler
 from .segmenter import UNetModel
+from .separation import separators_are_lines
 
 __all__ = ["Trainer", "Progress", "TrainResult", "fit"]
 
