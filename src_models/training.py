@@ -7,6 +7,7 @@ with the weights kept. Strokes added while it runs are taken up through `update_
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -172,6 +173,7 @@ class Trainer:
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
         self._rng = np.random.default_rng(seed)
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._dropout_rng = self._seeded_rng_states(seed)
         self._stats = [self.model.normalization.stats(v) for v in self.views]
         self._pseudo: dict[tuple[int, int], np.ndarray] = {}
         self._use_border_weights = cfg.border_weight if cfg.border_weight is not None \
@@ -483,7 +485,7 @@ class Trainer:
         if channels_last:
             x = x.contiguous(memory_format=self.model.memory_format)
         opt.zero_grad(set_to_none=True)
-        with autocast:
+        with autocast, self._own_random_numbers():
             logits = net(x)
         loss = self._loss(logits.float(), y, w)
         if cfg.smoothness_weight:
@@ -493,6 +495,31 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         return float(loss.detach())
+
+    def _seeded_rng_states(self, seed: int) -> dict:
+        """Random-number states for the network's drop-out, from this trainer's seed (the
+        CUDA one is seeded at the first step)."""
+        return {"seed": seed, "cpu": torch.Generator(device="cpu").manual_seed(seed).get_state(), "cuda": None}
+
+    @contextlib.contextmanager
+    def _own_random_numbers(self):
+        """Run the forward pass on this trainer's random numbers (drop-out draws from torch's
+        global generators), so that a seeded training repeats exactly and leaves the caller's
+        random state alone."""
+        states, cuda = self._dropout_rng, self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(states["cpu"])
+            if cuda and states["cuda"] is None:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(states["seed"])
+            elif cuda:
+                torch.cuda.set_rng_state(states["cuda"], self.device)
+            try:
+                yield
+            finally:
+                states["cpu"] = torch.get_rng_state()
+                if cuda:
+                    states["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def _eta(self, step: int, elapsed: float) -> float | None:
         cfg = self.config

@@ -113,7 +113,7 @@ def test_strokes_on_a_real_em_slice_beat_a_threshold_and_separation_lowers_rand_
     test = io.imread(root / "images" / "slice_05.png")[crop]
     truth = np.where(io.imread(root / "labels" / "slice_05.png")[crop] == 0, 1, 2).astype(np.uint8)
     strokes = simulate_strokes(truth0, (1, 2), 0.03, np.random.default_rng(0))
-    model = fit(train, strokes, config=TrainConfig(steps=150, time_budget=None, batch_size=2, patch_size=96,
+    model = fit(train, strokes, config=TrainConfig(steps=250, time_budget=None, batch_size=2, patch_size=96,
                                                    device="cpu", seed=0)).model
     assert model.separates_regions
     separated = model.predict(test)
