@@ -4,8 +4,8 @@ A model of two classes where the first one separates regions of the second (memb
 between cells in EM) is trained with the paper's border weights, and its probabilities are right about *where* a separator runs but not
 about *how wide* it is: trained on strokes that stop short of every membrane, it paints
 the unpainted band beside each membrane as membrane too, more so the longer it trains.
-Each cell then loses its rim to the membrane, and a cell whose rim is membrane scores as a
-cell split in two (adapted Rand error counts predicted membrane inside a cell as a segment).
+Each cell then loses its rim to the membrane, and adapted Rand error counts all predicted
+membrane inside true cells as one segment, which joins every cell whose rim it took.
 
 `separate_regions` draws a separator pixel only where the separator's probability is
 within ``ridge`` of its highest value nearby (the crest of the membrane), gives the
