@@ -505,7 +505,7 @@ class Trainer:
     def _own_random_numbers(self):
         """Run the forward pass on this trainer's random numbers (drop-out draws from torch's
         global generators), so that a seeded training repeats exactly and leaves the caller's
-        random state alone."""
+        random state alone (CPU and CUDA; on MPS drop-out keeps drawing from MPS's generator)."""
         states, cuda = self._dropout_rng, self.device.type == "cuda"
         with torch.random.fork_rng(devices=[self.device] if cuda else []):
             torch.set_rng_state(states["cpu"])
