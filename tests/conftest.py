@@ -13,7 +13,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The project's real data beside the checkout (``../shared/data``), or a skip."""
+    """The project's real data beside the checkout (``../shared/data``), or a skip.
+
+    Name it before a viewer fixture (``make_napari_viewer``, ``dock``): the skip must come
+    before a viewer exists, or napari's viewer teardown, which reads the test's call report,
+    turns the skip into an error."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
     return SHARED_DATA

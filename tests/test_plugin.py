@@ -302,7 +302,7 @@ CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSy
                   "Pedestrian", "Bicyclist")
 
 
-def test_camvid_rgb_frame_with_eleven_named_classes(dock, shared_data, tmp_path):
+def test_camvid_rgb_frame_with_eleven_named_classes(shared_data, dock, tmp_path):
     """A real CamVid frame (RGB, 11 classes): names and colours go from the class table
     through the model to the prediction layer and the exported TIFF."""
     from skimage import io
@@ -380,7 +380,7 @@ def test_3d_network_on_a_stack_trains_previews_and_predicts(dock, nuclei):
     assert not widget._volume_check.isEnabled() and not widget.volume()
 
 
-def test_membranes_on_a_real_em_slice_come_out_as_thin_lines_between_cells(dock, shared_data):
+def test_membranes_on_a_real_em_slice_come_out_as_thin_lines_between_cells(shared_data, dock):
     """Strokes on a real ISBI crop: after training the model draws membranes as thin separators,
     says so, and the prediction keeps less membrane than the plain most likely class."""
     from skimage import io
