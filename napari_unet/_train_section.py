@@ -109,7 +109,7 @@ class TrainSection(QGroupBox):
             show_warning("Choose an image and an annotation layer (New annotation layer) first.")
             return False
         info = _layers.image_info(image)
-        pixels = _layers.image_array(image)
+        pixels = _layers.image_source(image)  # dask/zarr stay lazy: the engine reads the painted planes
         objects = owner.mode() == "objects"
         model = owner.model
         if model is not None and (model.info.get("mode") == "objects") != objects:

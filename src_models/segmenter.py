@@ -289,8 +289,8 @@ class UNetModel:
             preview), with the whole image's normalisation and real context around it;
             the result then has the window's spatial size.
         notice : callable, optional
-            ``notice(message)`` when the GPU runs out of memory and prediction goes on with
-            fewer tiles per batch, smaller tiles or on the CPU (also logged as a warning); after
+            ``notice(message)`` when the device runs out of memory and prediction goes on with
+            fewer tiles per batch, smaller tiles or blocks, or on the CPU (also logged); after
             a move to the CPU the model stays there (``model.to("cuda")`` moves it back).
 
         Returns
@@ -322,7 +322,8 @@ class UNetModel:
         probs = np.zeros((*view.stack_shape, self.class_map.n_classes, *out_shape[-2:]), np.float32) \
             if probabilities else None
         if self.config.dims == 3:
-            self._predict_volume(view, (offset, scale), tile, (ry0, ry1, rx0, rx1), labels, probs, progress, cancel)
+            self._predict_volume(view, (offset, scale), tile, (ry0, ry1, rx0, rx1), labels, probs, progress, cancel,
+                                 notice)
             return (labels, probs) if probabilities else labels
         multiple = self.config.size_multiple
         band = max(1, _MAX_REGION_FLOATS // max(1, self.class_map.n_classes * (rx1 - rx0)))
@@ -364,12 +365,11 @@ class UNetModel:
         return (labels, probs) if probabilities else labels
 
     def _predict_volume(self, view: ImageView, stats, tile: TileConfig, region, labels, probs, progress,
-                        cancel) -> None:
-        """3D network: class ids (and probabilities) of a volume, block by block (`predict_volume_tiled`)."""
+                        cancel, notice=None) -> None:
+        """3D network: class ids (and probabilities) of a volume, block by block
+        (`predict_volume_tiled`); after running out of memory, again with smaller blocks."""
         offset, scale = stats
         depth = view.stack_shape[0]
-        total = count_volume_blocks(depth, view.height, view.width, tile.tile_size, tile.halo, tile.z_tile,
-                                    tile.z_halo, self.config.size_multiple, region)
 
         def read_plane(z, ys, xs):
             return (view.read(z, ys, xs) - offset) / scale
@@ -381,46 +381,70 @@ class UNetModel:
 
         was_training = self.net.training
         self.net.eval()
+        original = tile
         try:
-            predict_volume_tiled(
-                lambda block: self.predict_probabilities_batch(block, tile.tta), read_plane, depth, view.height,
-                view.width, write, tile_size=tile.tile_size, halo=tile.halo, z_tile=tile.z_tile, z_halo=tile.z_halo,
-                multiple=self.config.size_multiple, z_multiple=self.config.z_multiple, region=region,
-                progress=None if progress is None else (lambda n: progress(n, total)), cancel=cancel)
+            while True:
+                total = count_volume_blocks(depth, view.height, view.width, tile.tile_size, tile.halo, tile.z_tile,
+                                            tile.z_halo, self.config.size_multiple, region)
+                try:
+                    predict_volume_tiled(
+                        lambda block, tta=tile.tta: self.predict_probabilities_batch(block, tta), read_plane, depth,
+                        view.height, view.width, write, tile_size=tile.tile_size, halo=tile.halo,
+                        z_tile=tile.z_tile, z_halo=tile.z_halo, multiple=self.config.size_multiple,
+                        z_multiple=self.config.z_multiple, region=region,
+                        progress=None if progress is None else (lambda n, total=total: progress(n, total)),
+                        cancel=cancel)
+                    return
+                except torch.OutOfMemoryError:  # blocks already written are written again
+                    tile = self._after_out_of_memory(tile, original, notice)
         finally:
             self.net.train(was_training)
 
     def _probabilities_or_retry(self, read, height, width, tile: TileConfig, *, region, progress, cancel,
                                 notice=None) -> tuple[np.ndarray, TileConfig]:
-        """`probabilities` of one band; on CUDA out-of-memory, retry smaller, then on the CPU.
-
-        Steps: half the tiles per batch (down to 1), then half the tile side (while the core
-        keeps at least two pooling multiples), then the CPU with the original tiles. Returns
-        the probabilities and the tile settings that worked (used for the following bands).
-        """
+        """`probabilities` of one band, retried with smaller settings after running out of
+        memory (`_after_out_of_memory`). Returns the probabilities and the tile settings that
+        worked (used for the following bands)."""
         original = tile
         while True:
             try:
                 return self.probabilities(read, height, width, tile, region=region, progress=progress,
                                           cancel=cancel), tile
             except torch.OutOfMemoryError:
-                if self.device.type != "cuda":
-                    raise
+                tile = self._after_out_of_memory(tile, original, notice)
+
+    def _after_out_of_memory(self, tile: TileConfig, original: TileConfig, notice=None) -> TileConfig:
+        """The tile settings to retry with after the device ran out of memory.
+
+        Steps: half the tiles per batch (2D, down to 1), then half the tile side (while the core
+        keeps at least two pooling multiples), then, for a 3D network, half the block depth
+        (while it exceeds its halos), then the CPU with the original settings. On the CPU,
+        with nothing smaller left, raises `InputError`.
+        """
+        where = "GPU" if self.device.type == "cuda" else self.device.type.upper()
+        if self.device.type == "cuda":
             torch.cuda.empty_cache()
-            smaller = tile.tile_size // 2
-            if tile.batch_size > 1:
-                tile = dataclasses.replace(tile, batch_size=tile.batch_size // 2)
-                message = f"GPU out of memory: retrying with {tile.batch_size} tile(s) per batch."
-            elif smaller >= 2 * tile.halo + 2 * self.config.size_multiple:
-                tile = dataclasses.replace(tile, tile_size=smaller)
-                message = f"GPU out of memory: retrying with {smaller}-pixel tiles."
-            else:
-                self.to("cpu")
-                tile = original
-                message = "GPU out of memory even with the smallest tiles: predicting on the CPU (slower)."
-            log.warning(message)
-            if notice is not None:
-                notice(message)
+        smaller, shallower = tile.tile_size // 2, tile.z_tile // 2
+        if self.config.dims == 2 and tile.batch_size > 1:  # a 3D network predicts one block at a time
+            tile = dataclasses.replace(tile, batch_size=tile.batch_size // 2)
+            message = f"{where} out of memory: retrying with {tile.batch_size} tile(s) per batch."
+        elif smaller >= 2 * tile.halo + 2 * self.config.size_multiple:
+            tile = dataclasses.replace(tile, tile_size=smaller)
+            message = f"{where} out of memory: retrying with {smaller}-pixel tiles."
+        elif self.config.dims == 3 and shallower > 2 * tile.z_halo:
+            tile = dataclasses.replace(tile, z_tile=shallower)
+            message = f"{where} out of memory: retrying with blocks of {shallower} planes."
+        elif self.device.type != "cpu":
+            self.to("cpu")
+            tile = original
+            message = f"{where} out of memory even with the smallest tiles: predicting on the CPU (slower)."
+        else:
+            raise InputError(f"Out of memory even with {tile.tile_size}-pixel tiles: close other programs, "
+                             "or predict a smaller region or fewer planes at a time.")
+        log.warning(message)
+        if notice is not None:
+            notice(message)
+        return tile
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path) -> None:

@@ -224,3 +224,51 @@ def test_seeded_training_repeats_exactly_and_leaves_the_global_random_state_alon
     assert torch.equal(torch.get_rng_state(), before)
     torch.manual_seed(456)  # another global state: same seeded training
     assert fit(image, _strokes(truth), config=config).losses == first
+
+
+def _memory_for(model, voxels: int):
+    """A device whose memory holds inputs of at most ``voxels`` values (a forward hook on the
+    network that prediction runs: the weights' inference copy, batch norm folded in)."""
+    import torch
+
+    def too_big(_module, inputs):
+        if inputs[0].numel() > voxels:
+            raise torch.OutOfMemoryError("out of memory (simulated by a forward hook)")
+
+    return model._inference_net().register_forward_pre_hook(too_big)
+
+
+def test_prediction_out_of_memory_retries_with_fewer_then_smaller_tiles_and_says_so():
+    from src_models import TileConfig
+
+    image, truth = _blobs(size=96)
+    model = fit(image, _strokes(truth), config=TrainConfig(steps=2, time_budget=None, **TINY)).model
+    tile = TileConfig(tile_size=64, halo=8, blend=0, batch_size=4)
+    small = TileConfig(tile_size=32, halo=8, blend=0, batch_size=1)
+    expected = model.predict(image, tile=small)
+    hook = _memory_for(model, 32 * 32)  # one 32² tile at a time
+    notices = []
+    assert np.array_equal(model.predict(image, tile=tile, notice=notices.append), expected)
+    assert [n.split(": ")[1] for n in notices] == [
+        "retrying with 2 tile(s) per batch.", "retrying with 1 tile(s) per batch.", "retrying with 32-pixel tiles."]
+    hook.remove()
+    _memory_for(model, 100)
+    with pytest.raises(InputError, match="Out of memory even with 32-pixel tiles"):
+        model.predict(image, tile=tile)
+
+
+def test_3d_prediction_out_of_memory_retries_with_smaller_blocks():
+    from src_models import TileConfig
+
+    rng = np.random.default_rng(0)
+    volume = rng.normal(100, 10, (16, 64, 64)).astype(np.float32)
+    strokes = np.zeros(volume.shape, np.uint8)
+    strokes[4, 10, 5:40], strokes[4, 30, 5:40] = 1, 2
+    config = TrainConfig(steps=1, time_budget=None, dims=3, patch_depth=4, **TINY)
+    model = fit(volume, strokes, config=config).model
+    tile = TileConfig(tile_size=64, halo=8, blend=0, z_tile=16, z_halo=2)
+    notices = []
+    _memory_for(model, 8 * 32 * 32)  # blocks of at most 8 planes of 32²
+    labels = model.predict(volume, tile=tile, notice=notices.append)
+    assert [n.split(": ")[1] for n in notices] == ["retrying with 32-pixel tiles.", "retrying with blocks of 8 planes."]
+    assert labels.shape == volume.shape and set(np.unique(labels)) <= {1, 2}
