@@ -203,6 +203,11 @@ class TrainConfig(_Record):
     Objects mode: ``fill_reach`` (pixels) extends the strokes into the unpainted band between
     background and object strokes, following the image's edges (`objects.fill_between_strokes`);
     0 turns it off. Without it, a model trained from strokes draws every object too large.
+
+    ``ema_decay`` (0 = off) keeps an exponential moving average of the weights (and of the
+    batch-norm statistics) during training, over roughly the last ``1 / (1 - ema_decay)``
+    steps, and the model ends with the averaged weights: a flatter, less noisy end point
+    than the last step's.
     """
 
     steps: int | None = None
@@ -234,6 +239,7 @@ class TrainConfig(_Record):
     dims: int = 2
     z_ratio: float = 1.0
     patch_depth: int = 16
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:
@@ -254,6 +260,8 @@ class TrainConfig(_Record):
             raise ValueError(f"dims must be 2 or 3, got {self.dims}.")
         if self.z_ratio <= 0 or self.patch_depth < 1:
             raise ValueError("z_ratio and patch_depth must be positive.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
 
 
 @dataclass(frozen=True)

@@ -421,6 +421,7 @@ class Trainer:
         autocast = self.model._autocast()
         net.train()
         losses: list[float] = []
+        average = WeightAverage(net, cfg.ema_decay) if cfg.ema_decay else None
         pseudo_points = [0.5, 0.75] if cfg.pseudo_labels else []
         stopped = False
         step = 0
@@ -465,6 +466,8 @@ class Trainer:
                                      "precision fp32 (--precision fp32) or a lower learning rate.")
                 step += 1
                 losses.append(loss)
+                if average is not None:
+                    average.update(net)
                 elapsed = time.perf_counter() - start
                 yield Progress(step, loss, elapsed, self._eta(step, elapsed), cfg.steps, cfg.time_budget, lr, notice)
                 notice = None
@@ -472,6 +475,8 @@ class Trainer:
             net.eval()
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
             self.model.info["train_config"] = cfg.to_dict()
+        if average is not None and step:
+            average.copy_to(net)
         if step:
             self._after_training()
         return TrainResult(self.model, step, stopped, time.perf_counter() - start, losses)
@@ -529,6 +534,32 @@ class Trainer:
         if cfg.time_budget:
             left.append(cfg.time_budget - elapsed)
         return max(0.0, min(left)) if left else None
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights and floating-point buffers
+    (batch-norm statistics); integer buffers follow the network. The decay ramps up from
+    ``(1 + n) / (10 + n)`` after ``n`` updates, so that the first steps' weights do not linger."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in net.state_dict().items():
+            mine = self.state[key]
+            if mine.is_floating_point():
+                mine.lerp_(value.detach().to(mine.dtype), 1.0 - d)
+            else:
+                mine.copy_(value)
+
+    @torch.no_grad()
+    def copy_to(self, net: torch.nn.Module) -> None:
+        net.load_state_dict(self.state)
 
 
 def fit(images, labels, **kwargs) -> TrainResult:

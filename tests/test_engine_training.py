@@ -226,6 +226,39 @@ def test_seeded_training_repeats_exactly_and_leaves_the_global_random_state_alon
     assert fit(image, _strokes(truth), config=config).losses == first
 
 
+def test_weight_average_follows_the_ramped_decay_and_copies_integer_buffers():
+    import torch
+
+    from src_models.training import WeightAverage
+
+    net = torch.nn.BatchNorm1d(2)
+    average = WeightAverage(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+        net.num_batches_tracked.fill_(7)
+    average.update(net)  # first update: decay min(0.5, 2 / 11)
+    with torch.no_grad():
+        net.weight.fill_(5.0)
+    average.update(net)  # second: min(0.5, 3 / 12) = 0.25
+    average.copy_to(net)
+    expected = (1 * 2 / 11 + 3 * 9 / 11) * 0.25 + 5 * 0.75
+    np.testing.assert_allclose(net.weight.detach().numpy(), expected, rtol=1e-6)
+    assert int(net.num_batches_tracked) == 7
+
+
+def test_training_with_weight_averaging_ends_on_averaged_weights_that_still_segment():
+    image, truth = _blobs()
+    plain = fit(image, _strokes(truth), config=TrainConfig(steps=60, time_budget=None, **TINY)).model
+    averaged = fit(image, _strokes(truth), config=TrainConfig(steps=60, time_budget=None, ema_decay=0.9,
+                                                              **TINY)).model
+    assert averaged.info["train_config"]["ema_decay"] == 0.9
+    first = next(iter(plain.net.state_dict()))
+    assert not np.allclose(plain.net.state_dict()[first].numpy(), averaged.net.state_dict()[first].numpy())
+    assert (averaged.predict(image) == truth).mean() > 0.85
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
 def _memory_for(model, voxels: int):
     """A device whose memory holds inputs of at most ``voxels`` values (a forward hook on the
     network that prediction runs: the weights' inference copy, batch norm folded in)."""
