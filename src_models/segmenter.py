@@ -247,17 +247,19 @@ class UNetModel:
         return probs
 
     def probabilities(self, read: Callable, height: int, width: int, tile: TileConfig | None = None,
-                      region=None, progress=None, cancel=None, prior: bool = True) -> np.ndarray:
+                      region=None, progress=None, cancel=None, prior: bool = True,
+                      carry: dict | None = None) -> np.ndarray:
         """Class probabilities ``(K, h, w)`` of one normalised 2D image given as a reader.
 
-        ``read(ys, xs) -> (C, h, w)`` float32, already normalised; see `predict_tiled`.
+        ``read(ys, xs) -> (C, h, w)`` float32, already normalised; see `predict_tiled` (also
+        for ``carry``, the tiles shared by bands of rows).
         """
         tile = tile or self.default_tile()
         return predict_tiled(
             lambda b: self.predict_probabilities_batch(b, tile.tta, prior), read, height, width,
             self.class_map.n_classes, tile_size=tile.tile_size, halo=tile.halo, blend=tile.blend,
             batch_size=tile.batch_size, multiple=self.config.size_multiple, region=region,
-            progress=progress, cancel=cancel)
+            progress=progress, cancel=cancel, carry=carry)
 
     def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
                 probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -328,8 +330,10 @@ class UNetModel:
         multiple = self.config.size_multiple
         band = max(1, _MAX_REGION_FLOATS // max(1, self.class_map.n_classes * (rx1 - rx0)))
         bands = [(y0, min(ry1, y0 + band)) for y0 in range(ry0, ry1, band)]
+        # a band runs only the tiles it does not share with the band above (`predict_tiled`'s carry)
         per_band = [count_tiles(view.height, view.width, tile.tile_size, tile.halo, tile.blend, multiple,
-                                (y0, y1, rx0, rx1)) for y0, y1 in bands]
+                                (y0, y1, rx0, rx1), after=(bands[n - 1][0], y0, rx0, rx1) if n else None)
+                    for n, (y0, y1) in enumerate(bands)]
         total = sum(per_band) * view.n_slices
         separate = self.separates_regions
         was_training = self.net.training
@@ -341,12 +345,13 @@ class UNetModel:
                     return (view.read(s, ys, xs) - offset) / scale
 
                 stack_idx = np.unravel_index(s, view.stack_shape) if view.stack_shape else ()
+                carry: dict = {}
                 for (y0, y1), n_tiles in zip(bands, per_band):
                     region_probs, tile = self._probabilities_or_retry(
                         read, view.height, view.width, tile, region=(y0, y1, rx0, rx1),
                         progress=None if progress is None else
                         (lambda d, base=done_before: progress(base + d, total)),
-                        cancel=cancel, notice=notice)
+                        cancel=cancel, notice=notice, carry=carry)
                     done_before += n_tiles
                     rows = slice(y0 - ry0, y1 - ry0)
                     if separate:
@@ -401,7 +406,7 @@ class UNetModel:
             self.net.train(was_training)
 
     def _probabilities_or_retry(self, read, height, width, tile: TileConfig, *, region, progress, cancel,
-                                notice=None) -> tuple[np.ndarray, TileConfig]:
+                                notice=None, carry: dict | None = None) -> tuple[np.ndarray, TileConfig]:
         """`probabilities` of one band, retried with smaller settings after running out of
         memory (`_after_out_of_memory`). Returns the probabilities and the tile settings that
         worked (used for the following bands)."""
@@ -409,9 +414,11 @@ class UNetModel:
         while True:
             try:
                 return self.probabilities(read, height, width, tile, region=region, progress=progress,
-                                          cancel=cancel), tile
+                                          cancel=cancel, carry=carry), tile
             except torch.OutOfMemoryError:
                 tile = self._after_out_of_memory(tile, original, notice)
+                if carry is not None:
+                    carry.clear()  # tiles of the old size do not fit the new grid
 
     def _after_out_of_memory(self, tile: TileConfig, original: TileConfig, notice=None) -> TileConfig:
         """The tile settings to retry with after the device ran out of memory.

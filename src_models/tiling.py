@@ -96,6 +96,7 @@ def predict_tiled(
     region: tuple[int, int, int, int] | None = None,
     progress: Callable[[int], None] | None = None,
     cancel=None,
+    carry: dict | None = None,
 ) -> np.ndarray:
     """Predict an image tile by tile and blend the tiles.
 
@@ -121,6 +122,12 @@ def predict_tiled(
         Called with the number of tiles finished after each batch.
     cancel : threading.Event, optional
         Checked before each batch; raises `Cancelled` when set.
+    carry : dict, optional
+        For regions predicted as bands of rows, top to bottom, with the same settings: the
+        outputs of the tiles the band above shares with this one (empty for the first band).
+        Those tiles are not run again (``progress`` counts only the tiles run); on return it
+        holds this band's tiles whose output reaches below ``region``, for the next band.
+        The result is the same as without it.
 
     Returns
     -------
@@ -138,30 +145,52 @@ def predict_tiled(
     weight2d = wy[:, None] * wx[None, :]
     out = np.zeros((n_out, y1r - y0r, x1r - x0r), dtype=np.float32)
     norm = np.zeros((y1r - y0r, x1r - x0r), dtype=np.float32)
+
+    def add(sy: int, sx: int, result: np.ndarray) -> None:
+        # tile pixel (i, j) sits at image pixel (sy - halo + i, sx - halo + j)
+        ty0, ty1 = max(y0r, sy - halo), min(y1r, sy + core_h + halo)
+        tx0, tx1 = max(x0r, sx - halo), min(x1r, sx + core_w + halo)
+        if ty0 >= ty1 or tx0 >= tx1:
+            return
+        tile_ys = slice(ty0 - (sy - halo), ty1 - (sy - halo))
+        tile_xs = slice(tx0 - (sx - halo), tx1 - (sx - halo))
+        w = weight2d[tile_ys, tile_xs]
+        out[:, ty0 - y0r:ty1 - y0r, tx0 - x0r:tx1 - x0r] += result[:, tile_ys, tile_xs] * w
+        norm[ty0 - y0r:ty1 - y0r, tx0 - x0r:tx1 - x0r] += w
+
+    carried = {} if carry is None else carry
+    kept = {}
+
+    def keep(sy: int, sx: int, result: np.ndarray) -> None:
+        if carry is not None and y1r < height and sy + core_h + blend > y1r:  # the band below needs it
+            kept[(sy, sx)] = result if (sy, sx) in carried else result.copy()  # not a view of the batch
+
+    # tiles run in row order and the carried ones form the first row, so the sums add up in
+    # the same order as without a carry
+    for sy, sx in tiles:
+        if (sy, sx) in carried:
+            add(sy, sx, carried[(sy, sx)])
+            keep(sy, sx, carried[(sy, sx)])
+    todo = [t for t in tiles if t not in carried]
     done = 0
-    for b in range(0, len(tiles), batch_size):
+    for b in range(0, len(todo), batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Prediction was cancelled.")
-        batch = tiles[b:b + batch_size]
+        batch = todo[b:b + batch_size]
         inputs = np.stack([
             read_mirrored(read, height, width, sy - halo, sy + core_h + halo, sx - halo, sx + core_w + halo)
             for sy, sx in batch
         ])
         outputs = predict_batch(inputs)
         for (sy, sx), result in zip(batch, outputs):
-            # tile pixel (i, j) sits at image pixel (sy - halo + i, sx - halo + j)
-            ty0, ty1 = max(y0r, sy - halo), min(y1r, sy + core_h + halo)
-            tx0, tx1 = max(x0r, sx - halo), min(x1r, sx + core_w + halo)
-            if ty0 >= ty1 or tx0 >= tx1:
-                continue
-            tile_ys = slice(ty0 - (sy - halo), ty1 - (sy - halo))
-            tile_xs = slice(tx0 - (sx - halo), tx1 - (sx - halo))
-            w = weight2d[tile_ys, tile_xs]
-            out[:, ty0 - y0r:ty1 - y0r, tx0 - x0r:tx1 - x0r] += result[:, tile_ys, tile_xs] * w
-            norm[ty0 - y0r:ty1 - y0r, tx0 - x0r:tx1 - x0r] += w
+            add(sy, sx, result)
+            keep(sy, sx, result)
         done += len(batch)
         if progress is not None:
             progress(done)
+    if carry is not None:
+        carry.clear()
+        carry.update(kept)
     out /= np.maximum(norm, 1e-12)
     return out
 
@@ -184,9 +213,14 @@ def tile_grid(height: int, width: int, tile_size: int, halo: int, blend: int, mu
 
 
 def count_tiles(height: int, width: int, tile_size: int, halo: int, blend: int, multiple: int,
-                region: tuple[int, int, int, int] | None = None) -> int:
-    """Number of tiles `predict_tiled` runs for ``region`` (the whole image by default)."""
-    return len(tile_grid(height, width, tile_size, halo, blend, multiple, region)[0])
+                region: tuple[int, int, int, int] | None = None, after=None) -> int:
+    """Number of tiles `predict_tiled` runs for ``region`` (the whole image by default);
+    with ``after`` (the region of the band above, predicted with a ``carry``), less the
+    tiles carried over from it."""
+    tiles = set(tile_grid(height, width, tile_size, halo, blend, multiple, region)[0])
+    if after is not None:
+        tiles -= set(tile_grid(height, width, tile_size, halo, blend, multiple, after)[0])
+    return len(tiles)
 
 
 __all__ += ["count_tiles", "tile_grid"]

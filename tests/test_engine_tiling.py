@@ -146,3 +146,21 @@ def test_3d_blocks_equal_one_pass_when_the_halo_covers_the_receptive_field():
     np.testing.assert_array_equal(part, labels_blocks[:, 10:30, 5:45])
     with pytest.raises(InputError, match="3D model"):
         model.predict(volume[0])
+
+
+@pytest.mark.parametrize("band_rows", [50, 20])  # 20: a tile's output reaches three bands
+def test_bands_of_rows_run_each_tile_once_and_give_the_one_band_result(monkeypatch, band_rows):
+    from src_models import segmenter
+    from src_models.tiling import count_tiles
+
+    model = _model()
+    image = np.random.default_rng(0).normal(100, 20, (2, 300, 200)).astype(np.float32)  # two slices
+    tile = TileConfig(tile_size=64, halo=16, blend=8, batch_size=3)
+    one_band, one_band_probs = model.predict(image, tile=tile, probabilities=True)
+    monkeypatch.setattr(segmenter, "_MAX_REGION_FLOATS", 2 * 200 * band_rows)  # 2 classes x 200 columns
+    seen = []
+    labels, probs = model.predict(image, tile=tile, probabilities=True, progress=lambda d, t: seen.append((d, t)))
+    np.testing.assert_array_equal(probs, one_band_probs)
+    np.testing.assert_array_equal(labels, one_band)
+    per_slice = count_tiles(300, 200, 64, 16, 8, model.config.size_multiple)
+    assert seen[-1] == (2 * per_slice, 2 * per_slice)  # no tile run twice
