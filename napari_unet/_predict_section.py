@@ -3,6 +3,7 @@ worker with a progress bar; and "Accept into annotation"."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -14,7 +15,7 @@ import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QProgressBar, QPushButton
 
 from src_models import io as image_io
 
@@ -42,12 +43,16 @@ class PredictSection(QGroupBox):
         self._scope_combo = QComboBox()
         self._scope_combo.addItems(SCOPES)
         self._scope_combo.setToolTip("A stack's current slice, the whole chosen image, or every image layer.")
+        self._tta_check = QCheckBox("Average 8 orientations (about 7 × slower)")
+        self._tta_check.setToolTip("Predict every flip and rotation of each tile and average them "
+                                   "(test-time augmentation): slightly smoother masks.")
         self._predict_btn = QPushButton("Predict")
         self._progress = QProgressBar(maximum=1000, textVisible=False)
         self._accept_btn = QPushButton("Accept into annotation")
         self._accept_btn.setToolTip("Copy the prediction into unpainted pixels; painted pixels stay.")
         form = QFormLayout(self)
         form.addRow("Predict on", self._scope_combo)
+        form.addRow(self._tta_check)
         form.addRow(self._predict_btn)
         form.addRow(self._progress)
         form.addRow(self._accept_btn)
@@ -126,8 +131,11 @@ class PredictSection(QGroupBox):
         self._predict_btn.setText("Stop")
         owner.set_busy(True, keep=self._predict_btn)
         self._poll_timer.start()
+        tile = owner.tile
+        if self._tta_check.isChecked():
+            tile = dataclasses.replace(tile or owner.model.default_tile(), tta=True)
         self._worker = start(
-            predict_jobs, owner.model, jobs, self._cancel, self._box, owner.tile,
+            predict_jobs, owner.model, jobs, self._cancel, self._box, tile,
             threaded=owner.threaded, yielded=self._on_predicted, returned=lambda _: None,
             errored=self._on_error, finished=self._on_finished)
         return True
