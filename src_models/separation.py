@@ -11,6 +11,10 @@ membrane inside true cells as one segment, which joins every cell whose rim it t
 within ``ridge`` of its highest value nearby (the crest of the membrane), gives the
 flanks back to the regions on either side by a watershed of that probability from the
 regions the argmax finds, and keeps a one-pixel separator wherever two regions meet.
+The regions seed the watershed only where they are confident (`CONFIDENCE`), so that a
+faint stretch of separator between two of them, which the argmax leaves open, is closed
+by such a line too (ISBI 2012, six models, held-out slices: adapted Rand error lower by
+0.04-0.26 than seeding from the argmax, F1 within 0.003; bench/README.md).
 
 On ISBI 2012 (strokes on slices 1, 5, 8; scored on slices 2, 3, 6, 7), a 1,500-step model
 went from membrane F1 0.745 / adapted Rand error 0.504 / pixel error 0.155 (argmax after the
@@ -30,8 +34,12 @@ __all__ = ["separate_regions", "separate_regions_in_rows", "separators_are_lines
 #: A separator is a line when 90 % of its pixels lie within this many pixels of a region.
 LINE_REACH = 15.0
 
+#: `separate_regions` seeds its watershed where a region's probability exceeds this.
+CONFIDENCE = 0.85
 
-def separate_regions(probs, *, ridge: float = 0.9, window: int = 9, min_region: int = 30) -> np.ndarray:
+
+def separate_regions(probs, *, ridge: float = 0.9, window: int = 9, min_region: int = 30,
+                     confidence: float = CONFIDENCE) -> np.ndarray:
     """Class indices of a two-class probability map with thin separators between regions.
 
     Parameters
@@ -41,12 +49,18 @@ def separate_regions(probs, *, ridge: float = 0.9, window: int = 9, min_region: 
     ridge : float
         A pixel the argmax gives to the separator stays separator if its probability is at
         least ``ridge`` times the highest separator probability within ``window``; in ``(0, 1]``
-        (1 keeps only the crests, small values keep the argmax).
+        (1 keeps only the crests, small values keep the argmax's separator).
     window : int
         Side (pixels) of the neighbourhood searched for the crest.
     min_region : int
-        Regions of the argmax smaller than this (pixels) do not seed the watershed (they
-        stay as the argmax has them).
+        Regions smaller than this (pixels) do not seed the watershed (they stay as the
+        argmax has them).
+    confidence : float
+        The regions that seed the watershed are where the region's probability exceeds
+        this, in ``[0.5, 1)``; the doubtful rest of the argmax's regions is flooded with the
+        flanks, so that a faint separator between two confident regions is closed by a
+        one-pixel line instead of joining them. A region of the argmax with fewer than
+        ``min_region`` confident pixels seeds as a whole. 0.5 seeds from the argmax's regions.
 
     Returns
     -------
@@ -61,21 +75,28 @@ def separate_regions(probs, *, ridge: float = 0.9, window: int = 9, min_region: 
         raise ValueError(f"ridge must lie in (0, 1], got {ridge}.")
     if window < 1 or min_region < 0:
         raise ValueError("window must be at least 1 and min_region not negative.")
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"confidence must lie in [0.5, 1), got {confidence}.")
     separator = probs[0]
     region = probs[1] > separator
-    seeds, n = ndimage.label(region)
+    parts, n = ndimage.label(region)
     if n == 0:
         return region.astype(np.uint8)
+    core = region & (probs[1] > confidence)
+    confident = np.bincount(parts[core], minlength=n + 1) >= max(1, min_region)
+    confident[0] = False
+    core |= region & ~confident[parts]  # regions with too few confident pixels seed as they are
+    seeds, n = ndimage.label(core)
     if min_region > 1:
         small = np.bincount(seeds.ravel()) < min_region
         small[0] = False
         seeds[small[seeds]] = 0
     crest = ~region & (separator >= ridge * ndimage.maximum_filter(separator, size=window))
-    # flood only the flanks, from the regions' rims (the same result as from whole regions, faster)
-    rim = region & ~ndimage.binary_erosion(region, border_value=1)
-    flank = ~region & ~crest
+    # flood only the flanks, from the cores' rims (the same result as from whole cores, faster)
+    rim = core & ~ndimage.binary_erosion(core, border_value=1)
+    flank = ~core & ~crest
     flooded = watershed(separator, np.where(rim, seeds, 0), mask=flank | rim, watershed_line=True)
-    return ((flooded > 0) | region).astype(np.uint8)
+    return ((flooded > 0) | core).astype(np.uint8)
 
 
 def separate_regions_in_rows(probs, *, max_pixels: int = 4 * 2**20, halo: int = 64, **options) -> np.ndarray:

@@ -50,7 +50,8 @@ def test_cli_train_then_predict_on_an_isbi_slice(tmp_path, capsys):
                      str(DATA / "images" / "slice_05.png"), "--out-dir", str(tmp_path / name), "--device", "cpu",
                      "--quiet", *extra]) == 0
     argmax, thin = (tifffile.imread(tmp_path / d / "slice_05_mask.tif") for d in ("argmax", "thin"))
-    assert np.all(argmax[thin == 1] == 1) and (thin == 1).sum() < (argmax == 1).sum()
+    # less separator than the argmax; off its separators only one-pixel lines that close faint gaps
+    assert (thin == 1).sum() < (argmax == 1).sum() and ((thin == 1) & (argmax == 2)).mean() < 0.02
     # never overwrites without --overwrite
     before = (out_dir / "test_00_mask.tif").stat().st_mtime_ns
     rc = main(["predict", "--model", str(model), "--images", str(DATA / "unlabelled" / "test_00.png"),

@@ -443,4 +443,5 @@ def test_membranes_on_a_real_em_slice_come_out_as_thin_lines_between_cells(share
     thin = viewer.layers["img prediction"].data
     argmax = widget.model.predict(image, probabilities=True)[1].argmax(0) + 1
     assert set(np.unique(thin)) == {1, 2}
-    assert np.all(argmax[thin == 1] == 1) and (thin == 1).mean() < (argmax == 1).mean()
+    # less separator than the argmax; off its separators only one-pixel lines that close faint gaps
+    assert (thin == 1).mean() < (argmax == 1).mean() and ((thin == 1) & (argmax == 2)).mean() < 0.02

@@ -27,6 +27,21 @@ def test_a_wide_membrane_is_drawn_along_its_crest_and_keeps_the_cells_apart():
     assert ndimage.label(decided == 1)[1] == 2  # the two cells are still apart
 
 
+def test_a_faint_stretch_of_membrane_is_closed_by_a_line_instead_of_joining_the_cells():
+    x = np.arange(40, dtype=np.float32)
+    p_sep = np.empty((30, 40), np.float32)
+    p_sep[:15] = 0.95 * np.exp(-((x - 20) ** 2) / (2 * 3.0 ** 2))  # a clear membrane above
+    p_sep[15:] = 0.35 * np.exp(-((x - 20) ** 2) / (2 * 3.0 ** 2))  # below, too faint for the argmax
+    probs = np.stack([p_sep, 1 - p_sep])
+    assert ndimage.label(probs.argmax(0) == 1)[1] == 1  # the argmax joins the two cells
+    assert ndimage.label(separate_regions(probs, confidence=0.5) == 1)[1] == 1
+    decided = separate_regions(probs)
+    assert ndimage.label(decided == 1)[1] == 2  # a one-pixel line keeps them apart
+    assert (decided[15:] == 0).sum() == 15 and (decided[:, :15] == 1).all() and (decided[:, 26:] == 1).all()
+    with pytest.raises(ValueError, match="confidence"):
+        separate_regions(probs, confidence=1.0)
+
+
 def test_regions_that_touch_keep_a_one_pixel_separator():
     # separator probability 0.45 everywhere except 0.55 in a 3-px-wide flat band between two cells
     p_sep = np.full((20, 30), 0.2, np.float32)
