@@ -538,8 +538,8 @@ class Trainer:
 
 class WeightAverage:
     """An exponential moving average of a network's weights and floating-point buffers
-    (batch-norm statistics); integer buffers follow the network. The decay ramps up from
-    ``(1 + n) / (10 + n)`` after ``n`` updates, so that the first steps' weights do not linger."""
+    (batch-norm statistics); integer buffers follow the network. After ``n`` updates the
+    decay is ``min(decay, (1 + n) / (10 + n))``, so that the first steps' weights do not linger."""
 
     def __init__(self, net: torch.nn.Module, decay: float):
         self.decay = decay
