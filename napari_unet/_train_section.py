@@ -56,12 +56,14 @@ class TrainSection(QGroupBox):
         self._painted: Labels | None = None
         self._view: _layers.View | None = None
         self._push_timer = QTimer(self, singleShot=True, interval=250)
+        self._default_steps: int | None = None  # the step limit the engine chose for the running training
 
         self._budget_spin = QDoubleSpinBox(minimum=1, maximum=24 * 3600, value=30, decimals=0, suffix=" s")
         self._budget_spin.setToolTip("Training stops after this many seconds.")
         self._steps_spin = QSpinBox(minimum=0, maximum=10_000_000, value=0)
-        self._steps_spin.setSpecialValueText("no limit")
-        self._steps_spin.setToolTip("Training also stops after this many steps (0: no limit).")
+        self._steps_spin.setSpecialValueText("default")
+        self._steps_spin.setToolTip("Training also stops after this many steps. Default: 1500 when learning from "
+                                    "strokes (longer training memorises them), no limit for full masks.")
         self._train_btn = QPushButton("Train")
         self._progress = QProgressBar(maximum=1000, textVisible=False)
         self._loss_label = QLabel("Paint a few strokes of two classes or more, then Train.")
@@ -130,6 +132,7 @@ class TrainSection(QGroupBox):
             show_error(str(error))
             return False
         self._trainer, self._image, self._painted = trainer, image, annotation
+        self._default_steps = trainer.steps if trainer.config.steps is None else None
         self._cancel = threading.Event()
         self._clicked_at = time.perf_counter()
         self.first_preview_seconds = None
@@ -218,7 +221,10 @@ class TrainSection(QGroupBox):
         names = result.model.class_map.names
         thin = f" '{names[0]}' is drawn as thin lines between regions of '{names[1]}'." \
             if result.model.separates_regions else ""
-        self._loss_label.setText(f"Training {how}: {result.steps} steps in {result.elapsed:.0f} s{last}.{thin}")
+        length = " (the default length for strokes)" \
+            if not result.stopped and result.steps == self._default_steps else ""
+        self._loss_label.setText(
+            f"Training {how}: {result.steps} steps{length} in {result.elapsed:.0f} s{last}.{thin}")
 
     def _on_error(self, error: BaseException) -> None:
         log.error("training failed", exc_info=error)

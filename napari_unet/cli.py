@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="MODEL_FILE", help="model file to write (.safetensors)")
     train.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                        help="stop after this many seconds (default 120 unless --steps is given)")
-    train.add_argument("--steps", type=int, default=None, metavar="N", help="stop after N steps")
+    train.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="stop after N steps (default: 1500 when learning from strokes in 2D, "
+                            "since longer training memorises them; no limit for full masks)")
     train.add_argument("--from", dest="from_model", default=None, metavar="MODEL_FILE",
                        help="continue training (fine-tune) this model")
     train.add_argument("--dense", action="store_true", help="label 0 is background (fully painted masks)")
@@ -141,9 +143,10 @@ def _train(args) -> int:
     else:
         trainer = Trainer(images, labels, config=config, model=start_model, channel_axis=channel_axis)
     log.info("Training on %s, classes %s", trainer.device, trainer.class_map.ids)
-    total = args.steps if budget is None else int(round(budget))
+    by_steps = budget is None
+    total = trainer.steps if by_steps else int(round(budget))
     cancel = threading.Event()
-    bar = _progress_bar(total, f"train ({trainer.device.type})", args.quiet, "step" if budget is None else "s")
+    bar = _progress_bar(total, f"train ({trainer.device.type})", args.quiet, "step" if by_steps else "s")
     gen = trainer.run(cancel)
     t0 = time.perf_counter()
     try:
@@ -156,14 +159,16 @@ def _train(args) -> int:
             except KeyboardInterrupt:
                 cancel.set()
                 continue
-            bar.n = p.step if budget is None else min(total, int(p.elapsed))
+            bar.n = p.step if by_steps else min(total, int(p.elapsed))
             bar.set_postfix(step=p.step, loss=f"{p.loss:.3f}", refresh=False)
             bar.refresh()
     finally:
         bar.close()
     result.model.save(out)
     verb = "stopped early" if result.stopped else "trained"
-    print(f"{verb}: {result.steps} steps in {time.perf_counter() - t0:.1f} s, final loss "
+    length = " (the default length for strokes; --steps N trains longer)" \
+        if args.steps is None and not result.stopped and result.steps == trainer.steps else ""
+    print(f"{verb}: {result.steps} steps{length} in {time.perf_counter() - t0:.1f} s, final loss "
           f"{(result.losses or [float('nan')])[-1]:.3f}; classes {list(result.model.class_map.ids)}; "
           f"model written to {out}")
     return 130 if result.stopped else 0

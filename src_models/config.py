@@ -174,8 +174,11 @@ class TrainConfig(_Record):
     """How to train from painted labels.
 
     Training ends after ``steps`` steps or ``time_budget`` seconds, whichever comes first
-    (at least one of them must be set). ``dense=True`` treats label 0 as a class
-    (background) instead of "not painted".
+    (at least one of them must be set). ``steps=None`` means the default length: when a 2D
+    model learns from strokes (less than half of the painted slices painted, not ``dense``),
+    1,500 steps (`training.STROKE_STEPS`), since longer training from strokes memorises them
+    and does not improve the held-out result; otherwise only the time budget ends training.
+    ``dense=True`` treats label 0 as a class (background) instead of "not painted".
 
     Learning from few strokes: ``smoothness_weight`` adds `pairwise_smoothness_loss`
     (neighbours of similar intensity share a class); ``pseudo_labels`` re-labels confident

@@ -70,13 +70,40 @@ def test_stack_and_rgb_train_and_predict():
 
 def test_time_budget_is_respected():
     image, truth = _blobs()
-    trainer = Trainer(image, _strokes(truth), config=TrainConfig(time_budget=1.5, **TINY))
+    trainer = Trainer(image, _strokes(truth), config=TrainConfig(time_budget=1.5, steps=10**9, **TINY))
     start = time.perf_counter()
     events = list(trainer.run())
     took = time.perf_counter() - start
     assert events and 1.5 <= events[-1].elapsed + 1.0
     assert took < 1.5 + 2.0  # at most one step past the budget
     assert events[-1].fraction > 0.5
+
+
+def test_training_from_strokes_ends_at_the_default_length_however_long_the_budget(monkeypatch):
+    import src_models.training as training
+
+    monkeypatch.setattr(training, "STROKE_STEPS", 5)
+    image, truth = _blobs()
+    runs = []
+    for budget in (600.0, 3600.0):
+        trainer = Trainer(image, _strokes(truth), config=TrainConfig(time_budget=budget, **TINY))
+        events = list(trainer.run())
+        assert trainer.steps == 5 and events[-1].total_steps == 5 and events[-1].fraction == 1.0
+        assert len(events) == 5
+        runs.append({k: v.clone() for k, v in trainer.model.net.state_dict().items()})
+    assert all((runs[0][k] == runs[1][k]).all() for k in runs[0])  # more time: the same model
+    # an explicit number of steps wins
+    assert Trainer(image, _strokes(truth), config=TrainConfig(steps=7, **TINY)).steps == 7
+
+
+def test_full_masks_have_no_default_step_limit():
+    image, truth = _blobs()
+    assert Trainer(image, truth, config=TrainConfig(**TINY)).steps is None  # every pixel painted
+    dense = np.where(truth == 2, 3, 0).astype(np.uint8)
+    assert Trainer(image, dense, config=TrainConfig(dense=True, **TINY)).steps is None
+    half = truth.copy()
+    half[:, : truth.shape[1] // 3] = 0  # two thirds painted: still full masks
+    assert Trainer(image, half, config=TrainConfig(**TINY)).steps is None
 
 
 def test_cancel_stops_within_a_step_and_keeps_weights():
