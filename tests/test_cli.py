@@ -157,3 +157,18 @@ def test_cli_a_volume_with_non_contiguous_ids_trains_predicts_and_exports(tmp_pa
     assert mask.shape == (6, 160, 160)  # every slice predicted, painted or not
     assert set(np.unique(mask)) <= {3, 7} and meta["class_ids"] == [3, 7]
     assert len(meta["class_names"]) == 2
+
+
+def test_cli_training_from_strokes_stops_at_the_default_length_and_says_so(small_files, capsys, monkeypatch):
+    import src_models.training as training
+
+    monkeypatch.setattr(training, "STROKE_STEPS", 3)
+    f = small_files
+    model = str(f["tmp"] / "m.safetensors")
+    assert main(["train", "--images", f["image"], "--labels", f["labels"], "--out", model, "--time-budget", "600",
+                 "--quiet", "--device", "cpu", "--batch-size", "1", "--patch-size", "32"]) == 0
+    assert "3 steps (the default length for strokes; --steps N trains longer)" in capsys.readouterr().out
+    assert main(["train", "--images", f["image"], "--labels", f["labels"], "--out", model, "--overwrite",
+                 "--steps", "5", "--quiet", "--device", "cpu", "--batch-size", "1", "--patch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "trained: 5 steps in" in out and "default length" not in out

@@ -20,6 +20,21 @@ def _train(widget, steps=3, budget=3600):
     widget._train._train_btn.click()
 
 
+def test_steps_at_default_end_training_from_strokes_at_the_engines_length_and_say_so(dock, nuclei, monkeypatch):
+    import src_models.training as training
+
+    monkeypatch.setattr(training, "STROKE_STEPS", 4)
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    paint(widget.new_annotation_layer(), stroke_labels(mask))
+    assert widget._train._steps_spin.text() == "default"
+    _train(widget, steps=0, budget=3600)
+    assert widget.last_result.steps == 4 and not widget.last_result.stopped
+    assert "4 steps (the default length for strokes)" in widget._train._loss_label.text()
+    _train(widget, steps=2, budget=3600)  # a number of steps set by hand: no such words
+    assert widget.last_result.steps == 2 and "default length" not in widget._train._loss_label.text()
+
+
 def test_widget_docks_from_manifest_and_makes_annotation_layer(dock, nuclei):
     image, _ = nuclei
     viewer, widget = dock(image)
