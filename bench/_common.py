@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +44,9 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+#: ``../shared/data`` beside the checkout, or the folder ``NAPARI_UNET_DATA`` names (a machine where
+#: the data travel with the working tree, as for ``bench/gpu_rows.sh``).
+DATA_ROOT = Path(os.environ.get("NAPARI_UNET_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 TIMING_NOTE = (
     "Timings are wall-clock on a shared machine (other jobs may run concurrently); "
@@ -52,11 +55,11 @@ TIMING_NOTE = (
 
 
 def require_data(name: str) -> Path:
-    """Folder ``../shared/data/<name>`` beside the checkout; exit cleanly (status 0) if absent."""
+    """Folder ``<DATA_ROOT>/<name>``; exit cleanly (status 0) if absent."""
     path = DATA_ROOT / name
     if not path.is_dir():
-        print(f"skipped: data folder {path} not found (expected ../shared/data/{name} "
-              "beside the repository); nothing to benchmark.")
+        print(f"skipped: data folder {path} not found (expected ../shared/data/{name} beside the "
+              "repository, or NAPARI_UNET_DATA naming the data folder); nothing to benchmark.")
         sys.exit(0)
     return path
 
@@ -86,11 +89,12 @@ def _rf_features(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
 
 
 def random_forest(train_images, train_strokes, budget, device, *, channel_axis=None, steps=None,
-                  seed=0):
+                  seed=0, max_pixels=None):
     """Anchor: scikit-learn random forest on scikit-image multiscale features (ilastik-like).
 
-    50 trees, depth 10, all cores; trained on the painted pixels only. ``budget``, ``steps`` and
-    ``device`` are ignored (it trains to completion on the CPU).
+    50 trees, depth 10, all cores; trained on the painted pixels only (with ``max_pixels``, on
+    that many of them drawn at random, seeded: full labels of many images would take minutes).
+    ``budget``, ``steps`` and ``device`` are ignored (it trains to completion on the CPU).
     """
     from sklearn.ensemble import RandomForestClassifier
 
@@ -100,14 +104,18 @@ def random_forest(train_images, train_strokes, budget, device, *, channel_axis=N
         painted = strokes > 0
         xs.append(feats[painted])
         ys.append(strokes[painted])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if max_pixels is not None and len(y) > max_pixels:
+        keep = np.sort(np.random.default_rng(seed).choice(len(y), max_pixels, replace=False))
+        x, y = x[keep], y[keep]
     clf = RandomForestClassifier(n_estimators=50, max_depth=10, n_jobs=-1, random_state=seed)
-    clf.fit(np.concatenate(xs), np.concatenate(ys))
+    clf.fit(x, y)
 
     def predict(image):
         feats = _rf_features(image, channel_axis)
         return clf.predict(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape[:-1])
 
-    return Predictor(predict, "cpu", f"{sum(len(y) for y in ys)} painted px")
+    return Predictor(predict, "cpu", f"{sum(len(y) for y in ys)} painted px, trained on {len(y)}")
 
 
 def unet(train_images, train_strokes, budget, device, *, channel_axis=None, steps=None, seed=0,
