@@ -2,7 +2,7 @@
 # The GPU rows of issues 5, 6 and 7 in one run, for a machine with one NVIDIA GPU and a Python
 # that has torch (CUDA), scipy, scikit-image, scikit-learn, tifffile and safetensors (the lent
 # H100/H200 image has them all; nothing is installed). Each bench has its own time limit
-# (140 + 160 + 150 + 100 s), so the run ends within about 10 minutes; not yet run on a GPU.
+# (120 + 160 + 150 + 100 s), so the run ends within about 10 minutes; not yet run on a GPU.
 #
 # The data travel with the working tree (.gpudata is git-ignored, so it must be carried). Once, in the checkout:
 #   mkdir -p .gpudata && cp -r ../shared/data/isbi2012 ../shared/data/dsb2018 .gpudata/
@@ -28,8 +28,10 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log it, go on a
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$log"
 
-# Issue 5: strokes, 30 s on the GPU, with the forest in the same table (held-out slices 10-19).
-step 140 isbi-strokes "$python" bench/strokes_isbi.py --budget 30 --slices-train 1 3 --device "$device" \
+# Issue 5: 3 slices of strokes, 30 s on the GPU, with the forest in the same table (held-out slices
+# 10-19); the default (small) network and the large one, which learnt less from strokes on the CPU.
+step 120 isbi-strokes "$python" bench/strokes_isbi.py --budget 30 --slices-train 3 --device "$device" \
+    --methods random-forest unet unet-large --variant unet-large '{"preset": "large"}' \
     --json "$out/isbi_strokes.json"
 # Issue 5: dense labels (slices 0-9 stand in for the issue's 20; held out 10-19), U-Net only.
 step 160 isbi-dense "$python" bench/strokes_isbi.py --dense --slices-train 10 --budget 120 --methods unet \

@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="objects (instance) mode: label 1 = background, every other id one object "
                             "(with --dense: 0 = background, every id > 0 one object)")
     train.add_argument("--preset", default="auto", choices=["auto", "small", "large"],
-                       help="network size (auto: large on CUDA, small otherwise)")
+                       help="network size (auto: small when learning from strokes; for full masks large on "
+                            "CUDA, small otherwise)")
     train.add_argument("--3d", dest="volume", action="store_true",
                        help="train a 3D U-Net on blocks of each stack (Z, Y, X) instead of a 2D one on its slices")
     train.add_argument("--z-ratio", type=float, default=1.0, metavar="R",

@@ -179,6 +179,9 @@ class TrainConfig(_Record):
     1,500 steps (`training.STROKE_STEPS`), since longer training from strokes memorises them
     and does not improve the held-out result; otherwise only the time budget ends training.
     ``dense=True`` treats label 0 as a class (background) instead of "not painted".
+    ``preset`` names the size of a new network (`PRESETS`); ``"auto"`` is the small one when a 2D
+    model learns from strokes, on any device (the large one learnt less from them in 1,500 steps;
+    `training.preset_for`), and for full masks the large one on CUDA, the small one elsewhere.
 
     Learning from few strokes: ``smoothness_weight`` adds `pairwise_smoothness_loss`
     (neighbours of similar intensity share a class); ``pseudo_labels`` re-labels confident

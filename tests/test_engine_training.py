@@ -7,6 +7,7 @@ import pytest
 
 from src_models import InputError, TrainConfig, Trainer, UNetModel, fit
 from src_models.classmap import ClassMap
+from src_models.config import PRESETS
 
 TINY = dict(batch_size=2, patch_size=32, device="cpu", seed=0)
 
@@ -104,6 +105,19 @@ def test_full_masks_have_no_default_step_limit():
     half = truth.copy()
     half[:, : truth.shape[1] // 3] = 0  # two thirds painted: still full masks
     assert Trainer(image, half, config=TrainConfig(**TINY)).steps is None
+
+
+def test_auto_size_is_the_small_network_for_strokes_on_every_device():
+    from src_models.training import preset_for
+
+    assert preset_for("auto", "cuda", from_strokes=True) == "small"
+    assert preset_for("auto", "cuda", from_strokes=False) == "large"
+    assert preset_for("auto", "cpu", from_strokes=False) == "small"
+    assert preset_for("large", "cpu", from_strokes=True) == "large"  # a size the user names wins
+    image, truth = _blobs()
+    trainer = Trainer(image, _strokes(truth), config=TrainConfig(preset="large", steps=1, device="cpu"))
+    assert trainer.from_strokes and trainer.model.config.base_width == PRESETS["large"]["base_width"]
+    assert not Trainer(image, truth, config=TrainConfig(**TINY)).from_strokes
 
 
 def test_cancel_stops_within_a_step_and_keeps_weights():
