@@ -50,8 +50,9 @@ STROKE_STEPS = 1500
 def preset_for(preset: str, device_type: str, from_strokes: bool) -> str:
     """The preset of a new 2D model: ``"auto"`` is the small network when it learns from strokes
     on any device (ISBI, 3 slices of strokes, the default 1,500 steps: the large one scored
-    membrane F1 0.719 held out against the small one's 0.763, and 0.645 against 0.781 on the
-    tuning slices; bench/README.md), else the large one on CUDA and the small one elsewhere."""
+    membrane F1 0.719 held out against the small one's 0.763, 0.709 against 0.744 with other
+    strokes, and 0.645 against 0.781 on the tuning slices; bench/README.md), else the large one
+    on CUDA and the small one elsewhere."""
     if preset != "auto":
         return preset
     return "large" if device_type == "cuda" and not from_strokes else "small"
