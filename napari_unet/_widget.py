@@ -122,8 +122,8 @@ class UNetWidget(QWidget):
 
         self._preset_combo = QComboBox()
         self._preset_combo.addItems(PRESETS)
-        self._preset_combo.setToolTip("Size of a new model: small trains fast on a CPU and learns best from strokes; large "
-                                     "suits full masks on a GPU; auto picks between them.")
+        self._preset_combo.setToolTip("Size of a new model: small trains fast on a CPU and learns best from "
+                                      "strokes; large suits full masks on a GPU; auto picks between them.")
         self._device_combo = QComboBox()
         self._device_combo.addItems(DEVICES)
         for row, name in enumerate(DEVICES):

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config", "z_kernels_for", "z_pooling_for"]
+__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config", "preset_name",
+           "z_kernels_for", "z_pooling_for"]
 
 
 class _Record:
@@ -160,10 +161,16 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset_config(name: str, in_channels: int, n_classes: int, device_type: str = "cpu") -> UNetConfig:
-    """Return the `UNetConfig` of a named preset; ``"auto"`` picks by device type."""
+def preset_name(name: str, device_type: str = "cpu") -> str:
+    """The preset ``name`` stands for: ``"auto"`` is ``large`` on CUDA and ``small`` elsewhere."""
     if name == "auto":
-        name = "large" if device_type == "cuda" else "small"
+        return "large" if device_type == "cuda" else "small"
+    return name
+
+
+def preset_config(name: str, in_channels: int, n_classes: int, device_type: str = "cpu") -> UNetConfig:
+    """Return the `UNetConfig` of a named preset; ``"auto"`` picks by device type (`preset_name`)."""
+    name = preset_name(name, device_type)
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(['auto', *PRESETS])}.")
     return UNetConfig(in_channels=in_channels, n_classes=n_classes, **PRESETS[name])

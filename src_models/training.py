@@ -21,7 +21,7 @@ from scipy import ndimage
 from .augment import Augmenter
 from .calibration import estimate_class_prior
 from .classmap import ClassMap
-from .config import TrainConfig, preset_config, z_kernels_for, z_pooling_for
+from .config import TrainConfig, preset_config, preset_name, z_kernels_for, z_pooling_for
 from .device import pick_device
 from .errors import InputError
 from .images import ImageView
@@ -53,9 +53,7 @@ def preset_for(preset: str, device_type: str, from_strokes: bool) -> str:
     membrane F1 0.719 held out against the small one's 0.763, 0.709 against 0.744 with other
     strokes, and 0.645 against 0.781 on the tuning slices; bench/README.md), else the large one
     on CUDA and the small one elsewhere."""
-    if preset != "auto":
-        return preset
-    return "large" if device_type == "cuda" and not from_strokes else "small"
+    return "small" if preset == "auto" and from_strokes else preset_name(preset, device_type)
 
 
 @dataclass(frozen=True)
