@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ __all__ = [
     "Predictor",
     "Row",
     "add_common_arguments",
+    "add_data_argument",
     "budget_label",
     "format_table",
     "print_report",
@@ -44,9 +44,9 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: ``../shared/data`` beside the checkout, or the folder ``NAPARI_UNET_DATA`` names (a machine where
-#: the data travel with the working tree, as for ``bench/gpu_rows.sh``).
-DATA_ROOT = Path(os.environ.get("NAPARI_UNET_DATA") or REPO_ROOT.parent / "shared" / "data")
+#: ``../shared/data`` beside the checkout; ``--data DIR`` names another folder (a machine where the
+#: data travel with the working tree, as for ``bench/gpu_rows.sh``).
+DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 
 TIMING_NOTE = (
     "Timings are wall-clock on a shared machine (other jobs may run concurrently); "
@@ -54,12 +54,18 @@ TIMING_NOTE = (
 )
 
 
-def require_data(name: str) -> Path:
-    """Folder ``<DATA_ROOT>/<name>``; exit cleanly (status 0) if absent."""
-    path = DATA_ROOT / name
+def add_data_argument(parser) -> None:
+    """``--data DIR``: the folder holding isbi2012/, camvid/ and dsb2018/."""
+    parser.add_argument("--data", type=Path, default=DATA_ROOT, metavar="DIR",
+                        help="folder of the real data sets (default: ../shared/data beside the repository)")
+
+
+def require_data(name: str, root: Path = DATA_ROOT) -> Path:
+    """Folder ``<root>/<name>``; exit cleanly (status 0) if absent."""
+    path = Path(root) / name
     if not path.is_dir():
         print(f"skipped: data folder {path} not found (expected ../shared/data/{name} beside the "
-              "repository, or NAPARI_UNET_DATA naming the data folder); nothing to benchmark.")
+              "repository, or --data naming the data folder); nothing to benchmark.")
         sys.exit(0)
     return path
 
@@ -148,6 +154,7 @@ METHODS: dict[str, Callable] = {
 
 def add_common_arguments(parser, default_train: list[int], train_flag: str, train_help: str):
     """The flags both benchmarks share (budget, device, methods, variants, quick, ...)."""
+    add_data_argument(parser)
     parser.add_argument("--budget", type=float, default=None,
                         help="U-Net training seconds (default 120; 20 with --quick)")
     parser.add_argument("--steps", type=int, default=None,

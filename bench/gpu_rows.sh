@@ -10,7 +10,8 @@
 # Everything printed also lands in $OUT (or /tmp/gpu_rows): gpu_rows.log, and the ISBI rows as JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export NAPARI_UNET_DATA="${NAPARI_UNET_DATA:-$PWD/.gpudata}" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+data="${1:-$PWD/.gpudata}"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/gpu_rows}"
 mkdir -p "$out"
 python=$(command -v python3 || command -v python)
@@ -30,13 +31,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 
 # Issue 5: 3 slices of strokes, 30 s on the GPU, with the forest in the same table (held-out slices
 # 10-19); the default (small) network and the large one, which learnt less from strokes on the CPU.
-step 120 isbi-strokes "$python" bench/strokes_isbi.py --budget 30 --slices-train 3 --device "$device" \
+step 120 isbi-strokes "$python" bench/strokes_isbi.py --data "$data" --budget 30 --slices-train 3 --device "$device" \
     --methods random-forest unet unet-large --variant unet-large '{"preset": "large"}' \
     --json "$out/isbi_strokes.json"
 # Issue 5: dense labels (slices 0-9 stand in for the issue's 20; held out 10-19), U-Net only.
-step 160 isbi-dense "$python" bench/strokes_isbi.py --dense --slices-train 10 --budget 120 --methods unet \
+step 160 isbi-dense "$python" bench/strokes_isbi.py --data "$data" --dense --slices-train 10 --budget 120 --methods unet \
     --device "$device" --json "$out/isbi_dense.json"
 # Issue 7: DSB 2018 nuclei from full masks, AP@0.5 (target >= 0.85 on a GPU).
-step 150 dsb-dense "$python" bench/objects_dsb.py --dense --budget 120 --methods unet-objects --device "$device"
+step 150 dsb-dense "$python" bench/objects_dsb.py --data "$data" --dense --budget 120 --methods unet-objects --device "$device"
 # Issue 6: speed on the GPU (bare step vs loop, MFU, predict vs forward on 4096²).
 step 100 speed "$python" bench/speed.py --device "$device" --big 0

@@ -11,10 +11,10 @@ Protocol
   strokes -> 1, a nucleus stroke pixel -> that nucleus's truth id + 1 (ids 2, 3, ...).
 * Methods: ``otsu-watershed`` (no training: Otsu threshold, distance-transform seeded
   watershed), ``random-forest+cc`` (the random-forest anchor on the same strokes as 2 classes,
-  then connected components of the nucleus class), ``unet-objects`` (``objects_trainer`` for
-  ``--budget`` seconds, then ``predict_objects``).
+  then connected components of the nucleus class), ``unet-objects`` (``make_trainer`` in objects mode for
+  ``--budget`` seconds, then ``UNetModel.segment``).
 * Score: average precision at IoU 0.5, instances matched one to one
-  (``src_models.metrics.average_precision``), averaged over the held-out images.
+  (``evaluation.metrics.average_precision``), averaged over the held-out images.
 
 Examples
 --------
@@ -39,6 +39,7 @@ from bench._common import (
     Predictor,
     random_forest,
     require_data,
+    add_data_argument,
     run_method,
 )
 
@@ -69,7 +70,7 @@ def load(root, name):
 
 def object_strokes(truth, fraction, rng):
     """Objects-mode strokes from instance truth: 1 = background, nucleus id + 1 inside nuclei."""
-    from src_models.strokes import simulate_strokes
+    from evaluation.strokes import simulate_strokes
 
     classes = np.where(truth > 0, 2, 1).astype(np.uint8)
     strokes = simulate_strokes(classes, (1, 2), fraction, rng)
@@ -123,15 +124,14 @@ def random_forest_cc(train_images, train_strokes, budget, device, *, channel_axi
 
 def unet_objects(train_images, train_strokes, budget, device, *, channel_axis=None, steps=None, seed=0,
                  dense=False, **train_options):
-    """The engine in objects mode: `objects_trainer` for ``budget`` s, then `predict_objects`.
+    """The engine in objects mode: `make_trainer` for ``budget`` s, then `UNetModel.segment`.
 
     ``dense``: the labels are full instance masks (0 = background)."""
-    from src_models import TrainConfig
-    from src_models.objects import objects_trainer, predict_objects
+    from src_models import Task, TrainConfig, make_trainer
 
-    config = TrainConfig(time_budget=budget, steps=steps, device=device, seed=seed, **train_options)
-    trainer = objects_trainer(list(train_images), list(train_strokes), config=config, channel_axis=channel_axis,
-                              dense=dense)
+    config = TrainConfig(time_budget=budget, steps=steps, device=device, seed=seed, dense=dense, **train_options)
+    trainer = make_trainer(list(train_images), list(train_strokes), task=Task("objects"), config=config,
+                           channel_axis=channel_axis)
     gen = trainer.run()
     while True:
         try:
@@ -143,7 +143,7 @@ def unet_objects(train_images, train_strokes, budget, device, *, channel_axis=No
     last = np.mean(result.losses[-20:]) if result.losses else float("nan")
     info = (f"{result.steps} steps in {result.elapsed:.0f} s, final loss {last:.3f}, "
             f"classes {list(model.class_map.ids)}")
-    return Predictor(lambda image: predict_objects(model, image), str(model.device), info)
+    return Predictor(lambda image: model.segment(image).labels, str(model.device), info)
 
 
 METHODS = {"otsu-watershed": otsu_watershed, "random-forest+cc": random_forest_cc, "unet-objects": unet_objects}
@@ -164,12 +164,13 @@ def main(argv=None):
     parser.add_argument("--dense", action="store_true",
                         help="train the U-Net on the full instance masks of every image that is not held out "
                              "(the issue's dense row) instead of strokes on 5 images")
+    add_data_argument(parser)
     args = parser.parse_args(argv)
     budget = args.budget if args.budget is not None else (None if args.steps else 20.0 if args.quick else 120.0)
     n_eval = args.eval or (5 if args.quick else N_EVAL)
 
-    root = require_data("dsb2018")
-    from src_models.metrics import average_precision
+    root = require_data("dsb2018", args.data)
+    from evaluation.metrics import average_precision
 
     train_names, eval_names = split(root)
     eval_names = eval_names[:n_eval]

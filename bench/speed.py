@@ -43,7 +43,7 @@ from src_models import (
     pick_device,
 )
 from src_models.device import PRECISION_CHOICES, cpu_has_native_bf16
-from src_models.strokes import simulate_strokes
+from evaluation.strokes import simulate_strokes
 
 #: The issue's reference figures. CPU: 2 cores, base 16 depth 3, batch 4 of 256².
 #: CUDA: one H100, base 32 depth 4, bf16 + channels-last, batch 8 of 512² (379 img/s).
@@ -90,17 +90,19 @@ def synthetic(size, seed=0):
     return image, truth, strokes
 
 
-def new_model(device, seed=0):
-    return UNetModel.new(1, ClassMap((1, 2)), preset="auto", device=device, seed=seed)
+def new_model(device, precision, seed=0):
+    model = UNetModel.new(1, ClassMap((1, 2)), preset="auto", device=device, seed=seed)
+    model.precision = precision
+    return model
 
 
-def first_preview(device, size=1024):
+def first_preview(device, precision, size=1024):
     """Seconds from `Trainer(...)` on a ``size``² image with strokes to a predicted 512² preview."""
     image, _, strokes = synthetic(size)
     sync(device)
     t = time.perf_counter()
     trainer = Trainer(image, strokes, config=TrainConfig(steps=1, time_budget=None, batch_size=4, patch_size=256,
-                                                         device=str(device), class_prior=False))
+                                                         device=str(device), class_prior=False, precision=precision))
     for _ in trainer.run():
         break
     lo, hi = size // 2 - 256, size // 2 + 256
@@ -129,11 +131,12 @@ def bare_step(model, batch, patch, device):
     return step
 
 
-def loop_steps_per_s(device, batch, patch, steps, warmup):
+def loop_steps_per_s(device, precision, batch, patch, steps, warmup):
     """Median step rate of `Trainer.run` (sampling + augmentation + step) on a 1024² image."""
     image, _, strokes = synthetic(1024, seed=1)
     trainer = Trainer(image, strokes, config=TrainConfig(steps=steps + warmup, time_budget=None, batch_size=batch,
-                                                         patch_size=patch, device=str(device), class_prior=False))
+                                                         patch_size=patch, device=str(device), class_prior=False,
+                                                         precision=precision))
     stamps = []
     gen = trainer.run()
     for _ in gen:
@@ -174,7 +177,7 @@ STREAM_CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from src_models import ClassMap, UNetModel
-from src_models.io import create_labels_tiff, open_image_lazily
+from src_models.io import StreamedLabels, open_image_lazily
 def peak_mb():  # VmHWM: ru_maxrss would include the parent's memory (it survives fork + exec)
     try:
         with open("/proc/self/status") as f:
@@ -184,11 +187,11 @@ def peak_mb():  # VmHWM: ru_maxrss would include the parent's memory (it survive
 image = open_image_lazily(sys.argv[2])
 model = UNetModel.new(1, ClassMap((1, 2)), preset="auto", device=sys.argv[4], seed=0)
 model.separates_regions = sys.argv[5] == "1"  # a membrane model's thin separators (src_models.separation)
-out = create_labels_tiff(sys.argv[3], image.shape, model.class_map.dtype, overwrite=True)
+model.precision = sys.argv[6]
 baseline = peak_mb()
 t = time.perf_counter()
-model.predict(image, out=out)
-out.flush()
+with StreamedLabels(sys.argv[3], image.shape, model.class_map.dtype, overwrite=True) as out:
+    model.predict(image, out=out.array)
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "maxrss_mb": peak_mb(),
                   "baseline_mb": baseline,
@@ -196,7 +199,7 @@ print(json.dumps({"seconds": seconds, "maxrss_mb": peak_mb(),
 """
 
 
-def stream_big(shape, device, separate=False):
+def stream_big(shape, device, precision, separate=False):
     """Peak RSS (MB, VmHWM) and seconds of predicting a uint16 memory-mapped TIFF of ``shape``
     (``(H, W)`` or a stack ``(Z, H, W)``) in a fresh process (``separate``: with thin separators)."""
     import tifffile
@@ -214,7 +217,8 @@ def stream_big(shape, device, separate=False):
             big.flush()
         del big, planes
         proc = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(Path(__file__).resolve().parents[1]),
-                               str(src), str(dst), str(device), str(int(separate))], capture_output=True, text=True,
+                               str(src), str(dst), str(device), str(int(separate)), precision],
+                              capture_output=True, text=True,
                               check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -238,10 +242,8 @@ def main(argv=None):
                         help="also stream the --big image with a model that draws thin separators (membranes)")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                        help="bf16 autocast or fp32 (sets NAPARI_UNET_PRECISION; auto: bf16 on CUDA and on CPUs "
-                             "with hardware bf16)")
+                        help="bf16 autocast or fp32 (auto: bf16 on CUDA and on CPUs with hardware bf16)")
     args = parser.parse_args(argv)
-    os.environ["NAPARI_UNET_PRECISION"] = args.precision
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     ref = REFERENCE["cuda" if cuda else "cpu"]
@@ -259,11 +261,11 @@ def main(argv=None):
                      "ratio": ratio, "note": note})
 
     # First: time to first preview, while nothing is warm yet (the situation of a click on Train).
-    preview = first_preview(device)
+    preview = first_preview(device, args.precision)
     row("Trainer() -> 1 step -> 512² preview (1024² image)", preview, "s", ref["preview"],
         note="engine only; the plugin adds layer/thread overhead (not measured here)")
 
-    model = new_model(device)
+    model = new_model(device, args.precision)
     cfg = model.config
     step = bare_step(model, batch, patch, device)
     # Bare step and loop alternate over a few rounds, so a slow spell of a shared machine
@@ -271,14 +273,14 @@ def main(argv=None):
     bares, loops = [], []
     for _ in range(1 if args.quick else 3):
         bares.append(1.0 / timed(step, device, warm, reps))
-        loops.append(loop_steps_per_s(device, batch, patch, reps, warm))
+        loops.append(loop_steps_per_s(device, args.precision, batch, patch, reps, warm))
     bare, loop = statistics.median(bares), statistics.median(loops)
     row(f"bare train step (base {cfg.base_width}, depth {cfg.depth}, batch {batch} of {patch}²)", bare, "steps/s",
         ref["train"], note=("bf16 autocast" if model.bf16 else "fp32") + " + channels-last")
     row("Trainer.run loop (sampling + augmentation + step)", loop, "steps/s", None, loop / bare,
         note="ratio to the bare step (target >= 0.9)")
 
-    flops = step_flops(new_model(device), batch, patch, device)
+    flops = step_flops(new_model(device, args.precision), batch, patch, device)
     row("model FLOPs per train step", flops / 1e9, "GFLOP", note="torch.utils.flop_counter, fwd + bwd")
     achieved = flops * bare
     row("achieved (bare step)", achieved / 1e9, "GFLOP/s", None,
@@ -297,7 +299,7 @@ def main(argv=None):
     streams = ([(args.big, args.big)] if args.big else []) + ([(args.stack, 2048, 2048)] if args.stack else [])
     for shape, separate in [(shape, False) for shape in streams] + \
             ([(streams[0], True)] if args.separate and streams else []):
-        res = stream_big(shape, device, separate)
+        res = stream_big(shape, device, args.precision, separate)
         size = " x ".join(map(str, shape[:-2])) + (" x " if len(shape) > 2 else "") + f"{shape[-2]}²"
         size += ", thin separators" if separate else ""
         n_px = int(np.prod(shape, dtype=np.int64))

@@ -91,9 +91,9 @@ def main(argv=None):
         None if args.steps else 20.0 if args.quick else 120.0)
     n_eval = args.eval if args.eval is not None else (4 if args.quick else 12)
 
-    root = require_data("camvid")
-    from src_models import metrics
-    from src_models.strokes import simulate_strokes
+    root = require_data("camvid", args.data)
+    from evaluation import metrics
+    from evaluation.strokes import simulate_strokes
 
     names = sorted(p.name for p in (root / "images").glob("*.png"))
     rows = []

@@ -6,7 +6,7 @@ Protocol
   1 = membrane, 2 = interior. Exits cleanly when the folder is absent.
 * Training pool: slices 0-9. ``k`` training slices are spread over the pool
   (k=1: slice 0; k=3: slices 0, 4, 9). Each slice gets simulated strokes
-  (``src_models.strokes.simulate_strokes``, ~1.5 % of its pixels, seeded by (seed, slice) so a
+  (``evaluation.strokes.simulate_strokes``, ~1.5 % of its pixels, seeded by (seed, slice) so a
   slice gets the same strokes in every configuration).
 * Evaluation: held-out slices 10, 11, ... (``--eval N``, at most 10), never trained on, scored
   against the dense truth: membrane F1 and IoU, pixel error, adapted Rand error of the interior
@@ -72,7 +72,7 @@ def load(root, index):
 
 
 def score(truth, pred):
-    from src_models import metrics as m
+    from evaluation import metrics as m
 
     return {
         "f1": m.class_f1(truth, pred, MEMBRANE),
@@ -99,8 +99,8 @@ def main(argv=None):
     if not 1 <= n_eval <= len(HELD_OUT):
         raise SystemExit(f"--eval must lie in 1..{len(HELD_OUT)}; got {n_eval}.")
 
-    root = require_data("isbi2012")
-    from src_models.strokes import simulate_strokes
+    root = require_data("isbi2012", args.data)
+    from evaluation.strokes import simulate_strokes
 
     eval_ids = list(HELD_OUT)[:n_eval]
     evals = [load(root, i) for i in eval_ids]

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import Row, budget_label, print_report, require_data
+from bench._common import Row, add_data_argument, budget_label, print_report, require_data
 from bench.strokes_isbi import HELD_OUT, INTERIOR, MEMBRANE, load, score, train_slices
 
 
@@ -46,13 +46,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=["unet-2d", "unet-3d"], choices=["unet-2d", "unet-3d"])
     parser.add_argument("--json", default=None)
+    add_data_argument(parser)
     args = parser.parse_args(argv)
     budget = args.budget if args.budget is not None else (None if args.steps else 120.0)
 
     from src_models import TrainConfig, fit
-    from src_models.strokes import simulate_strokes
+    from evaluation.strokes import simulate_strokes
 
-    root = require_data("isbi2012")
+    root = require_data("isbi2012", args.data)
     planes = [load(root, i) for i in range(20)]
     volume = np.stack([image for image, _ in planes])
     truth = np.stack([t for _, t in planes])

@@ -226,7 +226,7 @@ def _above_other_planes(labels: np.ndarray, data, index: tuple[int, ...]) -> np.
 def prediction_classes(model) -> dict[int, str] | None:
     """``{id: name}`` of the classes ``model`` predicts; None for an objects-mode model,
     whose predictions are object ids rather than classes."""
-    if model is None or model.info.get("mode") == "objects":
+    if model is None or model.task.objects:
         return None
     return dict(zip(model.class_map.ids, model.class_map.names))
 

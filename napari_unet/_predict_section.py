@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 
@@ -17,12 +15,10 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QProgressBar, QPushButton
 
-from src_models import io as image_io
-
 from . import _layers
 from ._workers import PredictJob, ProgressBox, predict_jobs, start
 
-__all__ = ["PredictSection", "SCOPES"]
+__all__ = ["PredictSection", "SCOPES", "stream_path"]
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +90,13 @@ class PredictSection(QGroupBox):
             if scope == "Current slice" and info.stack_shape:
                 index = _layers.current_view(owner.viewer, layer).index
             name = _layers.prediction_name(layer)
-            if not index and self._streams(info):  # read tile by tile, labels into a memory-mapped TIFF
-                jobs.append(PredictJob(name=name, source=layer.name, image=_layers.image_source(layer),
-                                       channel_axis=info.channel_axis, full_shape=info.spatial_shape,
-                                       stream_to=str(stream_path(name)),
-                                       metadata=_layers.classes_tiff_metadata(_layers.prediction_classes(owner.model))))
-                continue
-            slab = _layers.image_source(layer) if index and owner.model.config.dims == 3 else None
-            pixels = None if slab is not None else np.asarray(layer.data[index]) if index else \
-                _layers.image_array(layer)
-            jobs.append(PredictJob(name=name, source=layer.name, image=pixels, slab=slab,
-                                   channel_axis=info.channel_axis, full_shape=info.spatial_shape, index=index))
+            # the engine streams a whole big image into the TIFF, and reads a lazy layer tile by tile
+            jobs.append(PredictJob(name=name, source=layer.name, image=_layers.image_source(layer),
+                                   channel_axis=info.channel_axis, full_shape=info.spatial_shape, index=index,
+                                   stream_to=None if index else str(stream_path(owner.stream_folder, name))))
         if skipped:
             show_warning(f"Skipped {', '.join(skipped)}: the model expects {expected} channel(s).")
         return jobs
-
-    def _streams(self, info: _layers.ImageInfo) -> bool:
-        """Whether a whole image is big enough to stream (objects need the whole image at once)."""
-        objects = self._owner.model.info.get("mode") == "objects"
-        return not objects and int(np.prod(info.spatial_shape, dtype=np.int64)) > image_io.STREAM_PIXELS
 
     def start(self) -> bool:
         owner = self._owner
@@ -146,15 +130,15 @@ class PredictSection(QGroupBox):
             show_warning(message)
 
     def _on_predicted(self, item) -> None:
-        job, labels = item
+        job, result = item
         viewer = self._owner.viewer
         source = viewer.layers[job.source] if job.source in viewer.layers else None
-        _layers.show_labels(viewer, job.name, labels, like=source, colors_from=self._owner.annotation_layer(),
+        _layers.show_labels(viewer, job.name, result.labels, like=source, colors_from=self._owner.annotation_layer(),
                             index=job.index, full_shape=job.full_shape,
                             classes=_layers.prediction_classes(self._owner.model),
-                            instances=self._owner.model.info.get("mode") == "objects")
-        if job.stream_to:
-            show_info(f"{job.name} was streamed to {job.stream_to}; the layer reads it from there as you look. "
+                            instances=self._owner.model.task.objects)
+        if result.streamed_to is not None:
+            show_info(f"{job.name} was streamed to {result.streamed_to}; the layer reads it from there as you look. "
                       "Export writes a compressed copy.")
 
     def _on_error(self, error: BaseException) -> None:
@@ -180,7 +164,7 @@ class PredictSection(QGroupBox):
             show_warning("Nothing to accept: choose an annotation layer and predict first.")
             return 0
         prediction = np.asarray(owner.viewer.layers[name].data)
-        if owner.model is not None and owner.model.info.get("mode") == "objects":
+        if owner.model is not None and owner.model.task.objects:
             # objects mode: predicted background -> 1, object k -> a fresh id above those painted
             offset = max(int(np.max(annotation.data)), 1)
             prediction = np.where(prediction > 0, prediction.astype(np.int64) + offset, 1)
@@ -196,8 +180,6 @@ class PredictSection(QGroupBox):
         return filled
 
 
-def stream_path(name: str) -> Path:
-    """Where the streamed prediction ``name`` is written: ``<folder>/<name>.tif``, the folder
-    being ``$NAPARI_UNET_STREAM_DIR`` or ``<temp>/napari-unet``."""
-    folder = os.environ.get("NAPARI_UNET_STREAM_DIR") or Path(tempfile.gettempdir()) / "napari-unet"
+def stream_path(folder, name: str) -> Path:
+    """Where the streamed prediction ``name`` is written: ``<folder>/<name>.tif``."""
     return Path(folder) / (re.sub(r"[^\w.-]+", "_", name) + ".tif")

@@ -17,8 +17,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QProgressBar, QPushButton, QSpinBox
 
-from src_models import TrainConfig, Trainer
-from src_models.objects import objects_trainer
+from src_models import STROKE_STEPS, InputError, Task, TrainConfig, Trainer, make_trainer
 
 from . import _layers
 from ._loss_plot import LossPlot
@@ -56,14 +55,14 @@ class TrainSection(QGroupBox):
         self._painted: Labels | None = None
         self._view: _layers.View | None = None
         self._push_timer = QTimer(self, singleShot=True, interval=250)
-        self._default_steps: int | None = None  # the step limit the engine chose for the running training
 
-        self._budget_spin = QDoubleSpinBox(minimum=1, maximum=24 * 3600, value=30, decimals=0, suffix=" s")
+        self._budget_spin = QDoubleSpinBox(minimum=1, maximum=24 * 3600, value=TrainConfig().time_budget, decimals=0,
+                                           suffix=" s")
         self._budget_spin.setToolTip("Training stops after this many seconds.")
         self._steps_spin = QSpinBox(minimum=0, maximum=10_000_000, value=0)
         self._steps_spin.setSpecialValueText("default")
-        self._steps_spin.setToolTip("Training also stops after this many steps. Default: 1500 when learning from "
-                                    "strokes (longer training memorises them), no limit for full masks.")
+        self._steps_spin.setToolTip(f"Training also stops after this many steps. Default: {STROKE_STEPS} when "
+                                    "learning from strokes (longer training memorises them), no limit for full masks.")
         self._train_btn = QPushButton("Train")
         self._progress = QProgressBar(maximum=1000, textVisible=False)
         self._loss_label = QLabel("Paint a few strokes of two classes or more, then Train.")
@@ -96,10 +95,15 @@ class TrainSection(QGroupBox):
         else:
             self.start()
 
+    def task(self) -> Task:
+        """What the next training learns: the widget's mode, 2D or (the 3D box) 3D."""
+        return Task(self._owner.mode(), 3 if self._owner.volume() else 2)
+
     def config(self) -> TrainConfig:
-        volume = {"dims": 3, "z_ratio": self._owner.z_ratio()} if self._owner.volume() else {}
+        volume = {"z_ratio": self._owner.z_ratio()} if self._owner.volume() else {}
         return TrainConfig(time_budget=float(self._budget_spin.value()), steps=self._steps_spin.value() or None,
-                           preset=self._owner.preset(), device=self._owner.device_name(), **volume)
+                           preset=self._owner.preset(), device=self._owner.device_name(),
+                           precision=self._owner.precision(), **volume)
 
     def start(self) -> bool:
         """Check the inputs here (problems become a notification, no worker), then train."""
@@ -112,27 +116,19 @@ class TrainSection(QGroupBox):
             return False
         info = _layers.image_info(image)
         pixels = _layers.image_source(image)  # dask/zarr stay lazy: the engine reads the painted planes
-        objects = owner.mode() == "objects"
         model = owner.model
-        if model is not None and (model.info.get("mode") == "objects") != objects:
-            show_warning(f"The current model was not trained in {owner.mode()} mode: training a new model.")
-            model = None
-        dims = 3 if owner.volume() else 2  # the box follows the current model (`set_model`)
-        if model is not None and model.config.dims != dims:
-            show_warning(f"The current model is {model.config.dims}D: training a new {dims}D model.")
-            model = None
         try:
-            if objects:
-                trainer = objects_trainer([pixels], [np.array(annotation.data)], config=self.config(), model=model,
-                                          channel_axis=info.channel_axis, defer_fill=True)
-            else:
-                trainer = Trainer([pixels], [np.array(annotation.data)], config=self.config(), model=model,
-                                  channel_axis=info.channel_axis, class_names=owner.class_names())
-        except ValueError as error:  # InputError and invalid settings: one sentence for the user
+            task = self.task()
+            if model is not None and model.task.mismatch(task):
+                show_warning(f"The current model does {model.task}: training a new model for {task}.")
+                model = None
+            trainer = make_trainer([pixels], [np.array(annotation.data)], task=task, config=self.config(),
+                                   model=model, channel_axis=info.channel_axis, class_names=owner.class_names(),
+                                   defer_prepare=True)
+        except InputError as error:  # one sentence for the user
             show_error(str(error))
             return False
         self._trainer, self._image, self._painted = trainer, image, annotation
-        self._default_steps = trainer.steps if trainer.config.steps is None else None
         self._cancel = threading.Event()
         self._clicked_at = time.perf_counter()
         self.first_preview_seconds = None
@@ -209,20 +205,21 @@ class TrainSection(QGroupBox):
             colors_from=self._painted, index=view.index, region=None if whole else (view.rows, view.cols),
             full_shape=_layers.image_info(image).spatial_shape,
             classes=_layers.prediction_classes(None if self._trainer is None else self._trainer.model),
-            instances=self._trainer is not None and self._trainer.model.info.get("mode") == "objects")
+            instances=self._trainer is not None and self._trainer.model.task.objects)
 
     def _on_done(self, result) -> None:
         if result is None:  # the worker was aborted (the viewer closed): nothing to keep
             return
         self._owner.set_model(result.model, result)
         self._progress.setValue(1000)
+        if result.message:
+            show_warning(result.message)
         how = "stopped" if result.stopped else "done"
         last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
         names = result.model.class_map.names
         thin = f" '{names[0]}' is drawn as thin lines between regions of '{names[1]}'." \
             if result.model.separates_regions else ""
-        length = " (the default length for strokes)" \
-            if not result.stopped and result.steps == self._default_steps else ""
+        length = " (the default length for strokes)" if result.default_length else ""
         self._loss_label.setText(
             f"Training {how}: {result.steps} steps{length} in {result.elapsed:.0f} s{last}.{thin}")
 

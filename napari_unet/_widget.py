@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import tempfile
 import threading
 import weakref
 from pathlib import Path
@@ -29,14 +30,23 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
-from src_models import InputError, ModelFileError, TileConfig, UNetModel, pick_device
-from src_models.io import write_labels_tiff
+from src_models import (
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    PRESET_CHOICES,
+    InputError,
+    TileConfig,
+    UNetModel,
+    pick_device,
+    write_labels_tiff,
+)
 
 from . import _layers
 from ._classes import ClassTable
@@ -50,8 +60,7 @@ log = logging.getLogger(__name__)
 MODES = ("classes", "objects")
 OBJECTS_HINT = ("Objects mode: paint 1 on background and give every object its own id (napari's "
                 "'new label', M); strokes inside objects are enough. Prediction gives one id per object.")
-PRESETS = ("small", "large", "auto")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+PRESETS = (*PRESET_CHOICES[1:], PRESET_CHOICES[0])  # the small network first: it learns best from strokes
 MODEL_FILTER = "U-Net model (*.safetensors);;All files (*)"
 
 
@@ -76,6 +85,8 @@ class UNetWidget(QWidget):
         What the last training returned.
     tile : TileConfig or None
         Tiling of previews and predictions; None: the model's `default_tile` for its device.
+    stream_folder : Path
+        Where whole predictions of big images are streamed (``<temp>/napari-unet``).
     """
 
     def __init__(self, napari_viewer, *, threaded: bool = True, preview_interval: float = 3.0):
@@ -83,6 +94,7 @@ class UNetWidget(QWidget):
         self.viewer = napari_viewer
         self.threaded = threaded
         self.tile: TileConfig | None = None
+        self.stream_folder = Path(tempfile.gettempdir()) / "napari-unet"
         self.model: UNetModel | None = None
         self.last_result = None
         self._watched_window = _no_window  # weak reference: the window owns this widget
@@ -125,11 +137,15 @@ class UNetWidget(QWidget):
         self._preset_combo.setToolTip("Size of a new model: small trains fast on a CPU and learns best from "
                                       "strokes; large suits full masks on a GPU; auto picks between them.")
         self._device_combo = QComboBox()
-        self._device_combo.addItems(DEVICES)
-        for row, name in enumerate(DEVICES):
+        self._device_combo.addItems(DEVICE_CHOICES)
+        for row, name in enumerate(DEVICE_CHOICES):
             if name != "auto" and not _device_available(name):
                 self._device_combo.model().item(row).setEnabled(False)
         self._device_label = QLabel()
+        self._precision_combo = QComboBox()
+        self._precision_combo.addItems(PRECISION_CHOICES)
+        self._precision_combo.setToolTip("auto: bf16 on CUDA and on CPUs with hardware bf16, else fp32. "
+                                         "fp32 if training diverges.")
         self._model_label = QLabel()
         self._model_label.setWordWrap(True)
         self._new_model_btn = QPushButton("New model")
@@ -156,6 +172,7 @@ class UNetWidget(QWidget):
         model.addRow("New model size", self._preset_combo)
         model.addRow(volume_row)
         model.addRow("Device", device_row)
+        model.addRow("Precision", self._precision_combo)
         model.addRow(self._model_label)
         model.addRow(model_buttons)
 
@@ -202,6 +219,7 @@ class UNetWidget(QWidget):
         self._new_annotation_btn.clicked.connect(self.new_annotation_layer)
         self._mode_combo.currentTextChanged.connect(self._on_mode_changed)
         self._device_combo.currentTextChanged.connect(self._update_device_label)
+        self._precision_combo.currentTextChanged.connect(self._update_precision)
         self._preset_combo.currentTextChanged.connect(self._update_model_label)
         self._new_model_btn.clicked.connect(lambda: self.set_model(None))
         self._load_model_btn.clicked.connect(lambda: self.load_model())
@@ -317,15 +335,17 @@ class UNetWidget(QWidget):
         if self.model is not None and not self.busy:
             self.model.to(device)
 
+    def _update_precision(self, *_) -> None:
+        if self.model is not None and not self.busy:
+            self.model.precision = self.precision()
+
     def _update_model_label(self, *_) -> None:
         if self.model is None:
             text = f"No model yet: Train starts a new {self._preset_combo.currentText()} model."
         else:
             config, classes = self.model.config, self.model.class_map
             steps = int(self.model.info.get("steps", 0))
-            kind = ("objects, " if self.model.info.get("mode") == "objects" else "") + \
-                ("3D, " if config.dims == 3 else "")
-            text = (f"Model: {kind}depth {config.depth}, width {config.base_width}, "
+            text = (f"Model: {self.model.task}, depth {config.depth}, width {config.base_width}, "
                     f"{classes.n_classes} classes ({', '.join(classes.names)}), {steps} steps trained. "
                     "Train again to fine-tune it.")
         self._model_label.setText(text)
@@ -339,9 +359,10 @@ class UNetWidget(QWidget):
                 return None
         try:
             model = UNetModel.load(path, device=self._device_combo.currentText())
-        except (ModelFileError, InputError, OSError) as error:
+        except (InputError, OSError) as error:  # ModelFileError is an InputError
             show_error(f"Could not load the model: {error}")
             return None
+        model.precision = self.precision()
         self.set_model(model)
         show_info(f"Loaded model {Path(path).name}.")
         return self.model
@@ -358,34 +379,52 @@ class UNetWidget(QWidget):
                 return None
         try:
             self.model.save(path)
-        except (OSError, ValueError) as error:
+        except (InputError, OSError) as error:
             show_error(f"Could not save the model: {error}")
             return None
         show_info(f"Saved the model to {path}.")
         return str(path)
 
     # -- export ---------------------------------------------------------------------------
-    def export_predictions(self, folder: str | None = None) -> list[Path]:
-        """Write every ``"… prediction"`` labels layer as ``<layer name>.tif`` into ``folder``."""
+    def export_predictions(self, folder: str | None = None, overwrite: bool | None = None) -> list[Path]:
+        """Write every ``"… prediction"`` labels layer as ``<layer name>.tif`` into ``folder``.
+
+        Layers whose names give the same file name get ``_2``, ``_3``... Existing files are
+        replaced only with ``overwrite`` (asked in a dialog when the folder was chosen in one);
+        otherwise they are kept and named in the notification. Returns the files written.
+        """
         layers = [layer for layer in self.viewer.layers
                   if isinstance(layer, Labels) and layer.name.endswith(" prediction")]
         if not layers:
             show_warning("There is no prediction layer to export: Predict first.")
             return []
-        if folder is None:
+        asked = folder is None
+        if asked:
             folder = QFileDialog.getExistingDirectory(self, "Export predictions to folder")
             if not folder:
                 return []
-        written = []
-        try:
-            for layer in layers:
-                target = Path(folder) / f"{_safe_name(layer.name)}.tif"
+        targets = _export_targets(Path(folder), [layer.name for layer in layers])
+        existing = [target for target in targets if target.exists()]
+        if existing and overwrite is None and asked:
+            answer = QMessageBox.question(self, "Replace files?", f"{len(existing)} file(s) already exist in {folder} "
+                                          f"({', '.join(t.name for t in existing[:3])}…). Replace them?")
+            overwrite = answer == QMessageBox.Yes
+        written, kept = [], []
+        for layer, target in zip(layers, targets):
+            if target.exists() and not overwrite:
+                kept.append(target.name)
+                continue
+            try:
                 written.append(write_labels_tiff(target, layer.data, overwrite=True,
                                                  metadata=_layers.tiff_metadata(layer.metadata)))
-        except (OSError, ValueError) as error:
-            show_error(f"Export failed: {error}")
-            return written
-        show_info(f"Exported {len(written)} prediction(s) to {folder}.")
+            except InputError as error:  # a full disk or no permission: one sentence, the rest not tried
+                show_error(f"Export stopped after {len(written)} file(s): {error}")
+                return written
+        if kept:
+            show_warning(f"Exported {len(written)} prediction(s) to {folder}; kept {len(kept)} existing file(s) "
+                         f"unchanged: {', '.join(kept)}.")
+        else:
+            show_info(f"Exported {len(written)} prediction(s) to {folder}.")
         return written
 
     # -- shared state the sections use --------------------------------------------------
@@ -394,6 +433,9 @@ class UNetWidget(QWidget):
 
     def device_name(self) -> str:
         return self._device_combo.currentText()
+
+    def precision(self) -> str:
+        return self._precision_combo.currentText()
 
     def class_names(self) -> dict[int, str]:
         return self._classes.names()
@@ -446,6 +488,21 @@ def _device_available(name: str) -> bool:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("_") or "prediction"
+
+
+def _export_targets(folder: Path, names: list[str]) -> list[Path]:
+    """``folder/<safe name>.tif`` for each layer name, made distinct (``_2``, ``_3``...) where
+    two names give the same file name (case-insensitively, for file systems that ignore case)."""
+    targets, used = [], set()
+    for name in names:
+        stem = base = _safe_name(name)
+        n = 1
+        while stem.lower() in used:
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem.lower())
+        targets.append(folder / f"{stem}.tif")
+    return targets
 
 
 def _no_window() -> None:

@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 
 from src_models import Cancelled
-from src_models.io import create_labels_tiff
-from src_models.objects import predict_objects
 
 from ._layers import View
 
@@ -27,15 +25,23 @@ __all__ = [
     "Preview",
     "ProgressBox",
     "TrainUpdate",
+    "WorkerError",
     "predict_jobs",
-    "predict_plane_3d",
     "predict_view",
-    "segment",
     "start",
     "train_with_previews",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class WorkerError(Exception):
+    """An error of any type raised by the engine in a worker, as the widget receives it.
+
+    napari's thread worker takes a ``RuntimeError`` for a deleted worker and then emits neither
+    ``errored`` nor ``finished``; wrapping every error keeps the widget informed and lets it
+    come back. ``str()`` is the original message; ``__cause__`` the original error.
+    """
 
 
 @dataclass(frozen=True)
@@ -56,31 +62,13 @@ class TrainUpdate:
     preview: Preview | None = None
 
 
-def segment(model, image, **options) -> np.ndarray:
-    """Labels of ``image``: one id per object for a model trained in objects mode, else class ids."""
-    if model.info.get("mode") == "objects":
-        return predict_objects(model, image, **options)
-    return model.predict(image, **options)
-
-
-def predict_view(model, image: np.ndarray, channel_axis: int | None, view: View, step: int, tile) -> Preview:
+def predict_view(model, image, channel_axis: int | None, view: View, step: int, tile) -> Preview:
     """Predict the field of view that ``view`` names (the plane's normalisation, real context)."""
     start_time = time.perf_counter()
     region = (view.rows.start, view.rows.stop, view.cols.start, view.cols.stop)
-    axis = None if channel_axis is None else -1
-    if model.config.dims == 3 and len(view.index) == 1:  # a 3D network needs the planes around this one
-        labels = predict_plane_3d(model, image, view.index[0], channel_axis=axis, tile=tile, region=region)
-    else:
-        plane = image[view.index] if view.index else image
-        labels = segment(model, plane, channel_axis=axis, tile=tile, region=region)
+    labels = model.segment(image, channel_axis=channel_axis, plane=view.index or None, tile=tile,
+                           region=region).labels
     return Preview(view=view, labels=labels, step=step, seconds=time.perf_counter() - start_time)
-
-
-def predict_plane_3d(model, stack, z: int, *, context: int = 8, **options) -> np.ndarray:
-    """Labels of plane ``z`` of ``stack`` from a 3D model, predicting only a slab of
-    ``2 * context + 1`` planes around it."""
-    z0, z1 = max(0, z - context), min(len(stack), z + context + 1)
-    return model.predict(stack[z0:z1], **options)[z - z0]
 
 
 def train_with_previews(
@@ -158,14 +146,9 @@ class ProgressBox:
 
 @dataclass(frozen=True)
 class PredictJob:
-    """One prediction: ``image`` (the part to predict) of layer ``source`` goes to layer
-    ``name`` (of ``full_shape``) at stack position ``index``.
-
-    With ``stream_to`` (a path) ``image`` may be lazy (dask, zarr, memory map): it is read
-    tile by tile and the labels are written band by band into an uncompressed TIFF there
-    (``metadata`` in its tags), which is yielded as a memory map, so neither the image nor
-    the labels are ever whole in memory.
-    """
+    """One prediction: ``image`` of layer ``source`` (plane ``index`` of it, or all of it) goes
+    to layer ``name`` of ``full_shape``; a whole big image is streamed into ``stream_to``
+    (`UNetModel.segment` decides), so neither it nor its labels are ever whole in memory."""
 
     name: str
     source: str
@@ -174,30 +157,30 @@ class PredictJob:
     full_shape: tuple[int, ...]
     index: tuple[int, ...] = ()
     stream_to: str | None = None
-    metadata: dict | None = None
-    slab: Any = None  # a 3D model's current slice: the whole (lazy) stack, for the planes around it
 
 
 def predict_jobs(
     model, jobs: Sequence[PredictJob], cancel: threading.Event, box: ProgressBox, tile
-) -> Iterator[tuple[PredictJob, np.ndarray]]:
-    """Predict each job tile by tile; yield ``(job, labels)`` after each, stop early on ``cancel``."""
+) -> Iterator[tuple[PredictJob, Any]]:
+    """Segment each job tile by tile; yield ``(job, Segmentation)`` after each, stop early on ``cancel``."""
     for number, job in enumerate(jobs):
         box.next_job(number)
-        options = dict(channel_axis=job.channel_axis, tile=tile, progress=box, cancel=cancel, notice=box.notice)
         try:
-            if job.slab is not None:  # a 3D model's current slice
-                labels = predict_plane_3d(model, job.slab, job.index[0], **options)
-            elif job.stream_to:
-                labels = create_labels_tiff(job.stream_to, job.full_shape, model.class_map.dtype, overwrite=True,
-                                            metadata=job.metadata)
-                model.predict(job.image, out=labels, **options)
-                labels.flush()
-            else:
-                labels = segment(model, job.image, **options)
+            result = model.segment(job.image, channel_axis=job.channel_axis, plane=job.index or None,
+                                   stream_to=job.stream_to, overwrite=True, tile=tile, progress=box, cancel=cancel,
+                                   notice=box.notice)
         except Cancelled:
             return
-        yield job, labels
+        yield job, result
+
+
+def _reporting_errors(generator_function: Callable[..., Iterator], *args):
+    """Run ``generator_function(*args)``, re-raising any error as a `WorkerError`."""
+    try:
+        return (yield from generator_function(*args))
+    except Exception as error:  # noqa: BLE001 - every error must reach the widget
+        log.debug("worker error", exc_info=True)
+        raise WorkerError(str(error) or type(error).__name__) from error
 
 
 def start(
@@ -213,12 +196,13 @@ def start(
 
     With ``threaded`` it runs in a napari `thread_worker` (callbacks arrive on the main
     thread through Qt signals) and the worker is returned; otherwise it runs to the end
-    here and None is returned. Errors go to ``errored`` either way, never re-raised.
+    here and None is returned. Errors of any type go to ``errored`` as a `WorkerError` either
+    way, never re-raised, and ``finished`` always follows.
     """
     if threaded:
         from napari.qt.threading import thread_worker
 
-        worker = thread_worker(generator_function, start_thread=False, ignore_errors=True)(*args)
+        worker = thread_worker(_reporting_errors, start_thread=False, ignore_errors=True)(generator_function, *args)
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
         worker.errored.connect(errored)
@@ -226,7 +210,7 @@ def start(
         worker.start()
         return worker
     try:
-        steps = generator_function(*args)
+        steps = _reporting_errors(generator_function, *args)
         while True:
             try:
                 item = next(steps)
@@ -234,8 +218,7 @@ def start(
                 returned(stop.value)
                 break
             yielded(item)
-    except Exception as error:  # noqa: BLE001 - handed to the caller's error callback
-        log.debug("worker error", exc_info=True)
+    except WorkerError as error:
         errored(error)
     finally:
         finished()

@@ -1,28 +1,74 @@
 """``napari-unet`` command line: train from painted labels, predict masks tile by tile.
 
-    napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N]
-                      [--device auto|cpu|cuda|mps] [--precision auto|bf16|fp32] [--from MODEL] [--dense]
-                      [--preset small|large|auto] [--objects] [--3d [--z-ratio R] [--patch-depth N]]
-    napari-unet predict --model MODEL --images IMG... --out-dir DIR [--device ...] [--tta] [--overwrite]
-                        [--objects] [--semantic]
+    napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N] ...
+    napari-unet predict --model MODEL --images IMG... --out-dir DIR [--tta] [--overwrite] ...
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
 
-Every user mistake ends with one sentence on stderr and exit status 2, never a traceback.
-This module calls the engine (``src_models``); only ``view`` imports napari, and only when run.
+Every mistake and file-system fault ends with one sentence on stderr and exit status 2, never
+a traceback; Ctrl-C or SIGTERM during ``train`` stops after the current step and saves the
+model (exit 130). The engine (``src_models``) makes every decision; this module turns flags
+into its arguments and adds the flag names to its sentences. Only ``view`` imports napari.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+from src_models import (
+    DEFAULT_TIME_BUDGET,
+    DEVICE_CHOICES,
+    MIN_TILE_SIZE,
+    PRECISION_CHOICES,
+    PRESET_CHOICES,
+    STROKE_STEPS,
+    Cancelled,
+    InputError,
+    Task,
+    TrainConfig,
+    UNetModel,
+    WriteError,
+    guess_channel_axis,
+    make_trainer,
+    read_image,
+    read_labels,
+    write_labels_tiff,
+)
+from src_models.io import check_output_folder, check_writable, open_image_lazily
+
+__all__ = ["main", "build_parser", "FLAGS"]
 
 log = logging.getLogger("napari_unet.cli")
+
+#: The flag that changes each engine setting named by `InputError.setting`.
+FLAGS = {
+    "overwrite": "--overwrite", "device": "--device", "precision": "--precision", "time_budget": "--time-budget",
+    "steps": "--steps", "tile_size": "--tile-size", "batch_size": "--batch-size", "patch_size": "--patch-size",
+    "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
+    "z_ratio": "--z-ratio", "patch_depth": "--patch-depth",
+}
+_DEFAULTS = TrainConfig()
+
+
+def _number(kind, low, high):
+    """An argparse type: a finite number of ``kind`` from ``low`` to ``high``, else a sentence."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value != value or not low <= value <= high:  # value != value: NaN
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {noun} from {low:g} to {high:g}, got {text!r}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,28 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--labels", nargs="+", required=True, metavar="LAB",
                        help="labels files, paired with --images in order (0 = not painted)")
     train.add_argument("--out", required=True, metavar="MODEL_FILE", help="model file to write (.safetensors)")
-    train.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                       help="stop after this many seconds (default 120 unless --steps is given)")
-    train.add_argument("--steps", type=int, default=None, metavar="N",
-                       help="stop after N steps (default: 1500 when learning from strokes in 2D, "
+    train.add_argument("--time-budget", type=_number(float, 1e-3, 1e7), default=None, metavar="SECONDS",
+                       help=f"stop after this many seconds (default {DEFAULT_TIME_BUDGET:g} unless --steps is given)")
+    train.add_argument("--steps", type=_number(int, 1, 10**9), default=None, metavar="N",
+                       help=f"stop after N steps (default: {STROKE_STEPS} when learning from strokes in 2D, "
                             "since longer training memorises them; no limit for full masks)")
     train.add_argument("--from", dest="from_model", default=None, metavar="MODEL_FILE",
-                       help="continue training (fine-tune) this model")
+                       help="continue training (fine-tune) this model; it must be of the same mode and dimensions")
     train.add_argument("--dense", action="store_true", help="label 0 is background (fully painted masks)")
     train.add_argument("--objects", action="store_true",
                        help="objects (instance) mode: label 1 = background, every other id one object "
                             "(with --dense: 0 = background, every id > 0 one object)")
-    train.add_argument("--preset", default="auto", choices=["auto", "small", "large"],
+    train.add_argument("--preset", default=_DEFAULTS.preset, choices=PRESET_CHOICES,
                        help="network size (auto: small when learning from strokes; for full masks large on "
                             "CUDA, small otherwise)")
     train.add_argument("--3d", dest="volume", action="store_true",
                        help="train a 3D U-Net on blocks of each stack (Z, Y, X) instead of a 2D one on its slices")
-    train.add_argument("--z-ratio", type=float, default=1.0, metavar="R",
+    train.add_argument("--z-ratio", type=_number(float, 0.01, 1000), default=_DEFAULTS.z_ratio, metavar="R",
                        help="with --3d: Z voxel size / XY voxel size (Z is pooled only where it is not much coarser)")
-    train.add_argument("--patch-depth", type=int, default=None, metavar="N", help="with --3d: planes per block")
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--patch-size", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--patch-depth", type=_number(int, 1, 1024), default=_DEFAULTS.patch_depth, metavar="N",
+                       help="with --3d: planes per block")
+    train.add_argument("--batch-size", type=_number(int, 1, 1024), default=_DEFAULTS.batch_size, metavar="N")
+    train.add_argument("--patch-size", type=_number(int, 16, 4096), default=_DEFAULTS.patch_size, metavar="PIXELS")
+    train.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=_DEFAULTS.seed)
     train.add_argument("--overwrite", action="store_true", help="replace MODEL_FILE if it exists")
 
     predict = sub.add_parser("predict", help="segment images with a trained model")
@@ -64,13 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--images", nargs="+", required=True, metavar="IMG")
     predict.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/<image stem>_mask.tif")
     predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
-    predict.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
+    predict.add_argument("--tile-size", type=_number(int, MIN_TILE_SIZE, 8192), default=None, metavar="PIXELS",
+                         help="tile side in pixels (default: by device)")
     predict.add_argument("--argmax", action="store_true",
                          help="most likely class per pixel, even for a model that draws thin separators "
                               "between regions (two classes trained with border weights)")
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
     predict.add_argument("--objects", action="store_true",
-                         help="write one id per object (automatic for models trained with --objects)")
+                         help="check that the model gives one id per object (models trained with --objects do)")
     predict.add_argument("--semantic", action="store_true",
                          help="with objects: also write DIR/<image stem>_classes.tif (background/interior/boundary)")
 
@@ -78,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("images", nargs="*", metavar="IMG", help="images to open (default: the sample image)")
 
     for p in (train, predict):
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-        p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
+        p.add_argument("--device", default=_DEFAULTS.device, choices=DEVICE_CHOICES)
+        p.add_argument("--precision", default=_DEFAULTS.precision, choices=PRECISION_CHOICES,
                        help="bf16 autocast or fp32 (auto: bf16 on CUDA and on CPUs with hardware bf16)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -90,21 +138,32 @@ def _progress_bar(total, desc, quiet, unit):
     return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True)
 
 
+@contextlib.contextmanager
+def _stop_on_signals(cancel: threading.Event):
+    """While training: the first Ctrl-C or SIGTERM sets ``cancel`` (the trainer ends the step and
+    the model is saved); a second Ctrl-C quits at once without saving."""
+    def stop(signum, frame):
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nnapari-unet: stopping after this step; the model will be saved (Ctrl-C again quits without it).",
+              file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _train(args) -> int:
-    import numpy as np
-
-    from src_models import InputError, TrainConfig, Trainer, UNetModel, read_image
-    from src_models.images import guess_channel_axis
-    from src_models.objects import objects_trainer
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} already exists; choose another --out or add --overwrite.")
+    out = check_writable(args.out, overwrite=args.overwrite)
     if len(args.images) != len(args.labels):
         raise InputError(f"{len(args.images)} image(s) but {len(args.labels)} labels file(s): "
                          "give one labels file per image, in the same order.")
     images = [read_image(p) for p in args.images]
-    labels = [read_image(p) for p in args.labels]
+    labels = [read_labels(p) for p in args.labels]
     axes = set()
     for path, img, lab in zip(args.images, images, labels):
         try:
@@ -114,103 +173,82 @@ def _train(args) -> int:
     if len(axes) > 1:
         raise InputError("Mixed grey and colour images; train on images of one kind.")
     channel_axis = axes.pop()
-    if channel_axis is not None:  # one layout for all: channels last
-        images = [np.moveaxis(img, channel_axis, -1) for img in images]
-        channel_axis = -1
-    budget = args.time_budget if (args.time_budget is not None or args.steps is not None) else 120.0
-    fields = {"time_budget": budget, "steps": args.steps, "device": args.device, "dense": args.dense,
-              "preset": args.preset, "seed": args.seed}
-    if args.batch_size:
-        fields["batch_size"] = args.batch_size
-    if args.patch_size:
-        fields["patch_size"] = args.patch_size
-    if args.volume:
-        if args.objects:
-            raise InputError("--3d and --objects do not go together yet; train objects with a 2D model.")
-        fields.update(dims=3, z_ratio=args.z_ratio)
-        if args.patch_depth:
-            fields["patch_depth"] = args.patch_depth
-    try:
-        config = TrainConfig(**fields)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    budget = args.time_budget if args.time_budget is not None or args.steps is not None else DEFAULT_TIME_BUDGET
+    config = TrainConfig(time_budget=budget, steps=args.steps, device=args.device, dense=args.dense,
+                         preset=args.preset, seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
+                         z_ratio=args.z_ratio, patch_depth=args.patch_depth, precision=args.precision)
+    task = Task("objects" if args.objects else "classes", 3 if args.volume else 2)
     start_model = UNetModel.load(args.from_model, device=args.device) if args.from_model else None
-    if args.objects:
-        try:
-            trainer = objects_trainer(images, labels, dense=args.dense, config=config, model=start_model,
-                                      channel_axis=channel_axis)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    else:
-        trainer = Trainer(images, labels, config=config, model=start_model, channel_axis=channel_axis)
+    trainer = make_trainer(images, labels, task=task, config=config, model=start_model, channel_axis=channel_axis)
     log.info("Training on %s, classes %s", trainer.device, trainer.class_map.ids)
-    by_steps = budget is None
-    total = trainer.steps if by_steps else int(round(budget))
     cancel = threading.Event()
-    bar = _progress_bar(total, f"train ({trainer.device.type})", args.quiet, "step" if by_steps else "s")
-    gen = trainer.run(cancel)
+    bar = None
     t0 = time.perf_counter()
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            except KeyboardInterrupt:
-                cancel.set()
-                continue
-            bar.n = p.step if by_steps else min(total, int(p.elapsed))
-            bar.set_postfix(step=p.step, loss=f"{p.loss:.3f}", refresh=False)
-            bar.refresh()
-    finally:
-        bar.close()
-    result.model.save(out)
+    with _stop_on_signals(cancel):
+        try:
+            for p in trainer.run(cancel):
+                if bar is None:  # the engine says what ends this training: steps, or the clock
+                    by_steps = p.time_budget is None
+                    bar = _progress_bar(p.step_limit if by_steps else round(p.time_budget),
+                                        f"train ({trainer.device.type})", args.quiet, "step" if by_steps else "s")
+                bar.n = p.step if by_steps else min(bar.total, int(p.elapsed))
+                bar.set_postfix(step=p.step, loss=f"{p.loss:.3f}", refresh=False)
+                bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
+    result = trainer.result
+    where = _save_model(result.model, out)
     verb = "stopped early" if result.stopped else "trained"
-    length = " (the default length for strokes; --steps N trains longer)" \
-        if args.steps is None and not result.stopped and result.steps == trainer.steps else ""
-    print(f"{verb}: {result.steps} steps{length} in {time.perf_counter() - t0:.1f} s, final loss "
-          f"{(result.losses or [float('nan')])[-1]:.3f}; classes {list(result.model.class_map.ids)}; "
-          f"model written to {out}")
-    return 130 if result.stopped else 0
+    length = " (the default length for strokes; --steps N trains longer)" if result.default_length else ""
+    last = f", final loss {result.losses[-1]:.3f}" if result.losses else ""
+    if result.message:
+        print(f"napari-unet: {result.message}", file=sys.stderr)
+    print(f"{verb}: {result.steps} steps{length} in {time.perf_counter() - t0:.1f} s{last}; "
+          f"classes {list(result.model.class_map.ids)}; model written to {where}")
+    if where != out:
+        return 2
+    return 130 if result.stopped and not result.message else 0
+
+
+def _save_model(model, out: Path) -> Path:
+    """Save to ``out``; when that fails (a full disk, say), to a file in the temporary folder
+    whose path is printed, so the training is not lost."""
+    try:
+        model.save(out)
+        return out
+    except WriteError as exc:
+        rescue = Path(tempfile.gettempdir()) / f"napari-unet-{out.stem}-{os.getpid()}.safetensors"
+        print(f"napari-unet: error: {exc} The model is kept in {rescue} instead.", file=sys.stderr)
+        model.save(rescue)
+        return rescue
 
 
 def _predict(args) -> int:
     import numpy as np
 
-    from src_models import (
-        InputError,
-        UNetModel,
-        read_image,
-        write_labels_tiff,
-    )
-    from src_models.images import guess_channel_axis
-    from src_models import io as image_io
-    from src_models.io import create_labels_tiff, open_image_lazily
-    from src_models.objects import predict_objects
-
     model = UNetModel.load(args.model, device=args.device)
-    if args.argmax:
-        model.separates_regions = False
-    objects = args.objects or model.info.get("mode") == "objects"
-    if objects and not {1, 2} <= set(model.class_map.ids):
+    model.precision = args.precision
+    objects = model.task.objects
+    if args.objects and not objects:
         raise InputError(f"{args.model} was not trained in objects mode (its classes are "
                          f"{list(model.class_map.ids)}); train it with --objects.")
     if args.semantic and not objects:
-        raise InputError("--semantic goes with objects mode (--objects or a model trained with --objects).")
-    out_dir = Path(args.out_dir)
+        raise InputError("--semantic goes with objects mode (a model trained with --objects).")
+    out_dir = check_output_folder(args.out_dir)
     targets = [out_dir / f"{Path(p).stem}_mask.tif" for p in args.images]
     if len(set(targets)) != len(targets):
         raise InputError("Two images have the same file name; their masks would overwrite each other.")
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"{existing[0]} already exists; choose another --out-dir or add --overwrite.")
+    inputs = {Path(p).resolve() for p in args.images}
+    for target in targets:
+        if target.resolve() in inputs:
+            raise InputError(f"{target} is one of the input images; choose another --out-dir.")
+        check_writable(target, overwrite=args.overwrite)
+        if args.semantic:
+            check_writable(out_dir / target.name.replace("_mask.tif", "_classes.tif"), overwrite=args.overwrite)
     tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
-        suffix = Path(path).suffix.lower()
-        lazy = open_image_lazily(path) if suffix in (".tif", ".tiff", ".zarr") else None
-        big = lazy is not None and not objects and np.prod(lazy.shape, dtype=np.int64) > image_io.STREAM_PIXELS
-        image = lazy if big else np.asarray(lazy) if suffix == ".zarr" else read_image(path)
+        image = open_image_lazily(path)  # the engine reads what it needs, tile by tile
         try:
             axis = guess_channel_axis(image.shape, n_channels=model.config.in_channels)
         except InputError as exc:
@@ -222,42 +260,32 @@ def _predict(args) -> int:
             bar.n = done
             bar.refresh()
 
-        classes_meta = {"class_ids": list(model.class_map.ids), "class_names": list(model.class_map.names)}
-        if big:  # stream: tiles are read from the file and label bands written to an uncompressed TIFF
-            from src_models.images import ImageView
-
-            out = create_labels_tiff(target, ImageView(image, axis).shape, model.class_map.dtype,
-                                     overwrite=args.overwrite, metadata=classes_meta)
-            try:
-                model.predict(image, channel_axis=axis, tile=tile, progress=progress, out=out)
-                out.flush()
-            finally:
-                bar.close()
-                del out
-            print(f"{path} -> {target} (uncompressed, streamed)")
-            continue
         try:
-            if objects:
-                labels, classes = predict_objects(model, image, channel_axis=axis, tile=tile, progress=progress,
-                                                  semantic=True)
-            else:
-                labels = model.predict(image, channel_axis=axis, tile=tile, progress=progress)
+            result = model.segment(image, channel_axis=axis, tile=tile, stream_to=target, overwrite=args.overwrite,
+                                   argmax=args.argmax, semantic=args.semantic, progress=progress)
         finally:
             bar.close()
-        if objects:
-            write_labels_tiff(target, labels, overwrite=args.overwrite, metadata={"mode": "objects"},
-                              min_dtype=np.uint16)
-            if args.semantic:
-                write_labels_tiff(out_dir / f"{Path(path).stem}_classes.tif", classes, overwrite=args.overwrite,
-                                  metadata=classes_meta)
-            print(f"{path} -> {target} {labels.shape} {int(labels.max())} objects")
+        if result.streamed_to is not None:
+            print(f"{path} -> {target} (uncompressed, streamed)")
             continue
-        write_labels_tiff(target, labels, overwrite=args.overwrite, metadata=classes_meta)
-        print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in set(labels.ravel().tolist()))}")
+        labels = result.labels
+        write_labels_tiff(target, labels, overwrite=args.overwrite, metadata=result.metadata,
+                          min_dtype=np.uint16 if objects else np.uint8)
+        if objects:
+            if result.classes is not None:
+                write_labels_tiff(out_dir / target.name.replace("_mask.tif", "_classes.tif"), result.classes,
+                                  overwrite=args.overwrite, metadata={
+                                      "class_ids": list(model.class_map.ids),
+                                      "class_names": list(model.class_map.names)})
+            print(f"{path} -> {target} {labels.shape} {int(labels.max())} objects")
+        else:
+            print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in np.unique(labels))}")
     return 0
 
 
 def _view(args) -> int:
+    for path in args.images:  # a missing or foreign file: one sentence before napari starts
+        open_image_lazily(path)
     import napari
 
     viewer = napari.Viewer()
@@ -271,24 +299,45 @@ def _view(args) -> int:
     return 0
 
 
+def _sentence(exc: InputError) -> str:
+    """The engine's sentence, with the flag that changes the setting it names."""
+    flag = FLAGS.get(exc.setting or "")
+    return f"{exc} (see {flag})" if flag and flag not in str(exc) else str(exc)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends the command like Ctrl-C does, so half-written files are removed on the way out."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Entry point of ``napari-unet``; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from src_models import Cancelled, InputError, ModelFileError
-
-    if getattr(args, "precision", None):
-        os.environ["NAPARI_UNET_PRECISION"] = args.precision  # read by src_models.device.uses_bf16
     try:
-        return {"train": _train, "predict": _predict, "view": _view}[args.command](args)
-    except (InputError, ModelFileError) as exc:
-        print(f"napari-unet: error: {exc}", file=sys.stderr)
+        with _sigterm_as_interrupt():
+            return {"train": _train, "predict": _predict, "view": _view}[args.command](args)
+    except InputError as exc:  # also ModelFileError and WriteError
+        print(f"napari-unet: error: {_sentence(exc)}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
-        print("napari-unet: cancelled.", file=sys.stderr)
+        print("napari-unet: cancelled; no partial file was left.", file=sys.stderr)
         return 130
     except MemoryError:
-        print("napari-unet: error: out of memory; use a smaller --tile-size or --batch-size.", file=sys.stderr)
+        hint = "use a smaller --patch-size or --batch-size" if args.command == "train" else "use a smaller --tile-size"
+        print(f"napari-unet: error: out of memory; close other programs or {hint}.", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"napari-unet: error: {exc.strerror or exc}{where}.", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,7 @@ Run under a virtual screen from the repository root::
 
 What it does, as a user would: opens ``slice_00.png``, docks "U-Net segmentation",
 creates the annotation layer, paints strokes simulated from the ground truth the way a
-person paints them (`src_models.strokes`: membranes traced, short strokes inside cells;
+person paints them (`evaluation.strokes`: membranes traced, short strokes inside cells;
 membrane -> class 1, interior -> class 2), clicks Train (real thread worker), waits for
 the budget, predicts the whole slice, and screenshots each stage. It prints one JSON
 line: seconds from clicking Train to the first preview, steps trained, and how long the
@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from src_models.strokes import simulate_strokes
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the evaluation package sits at the repository root
+
+from evaluation.strokes import simulate_strokes  # noqa: E402
 
 
 def wait_while(app, condition, timeout: float, on_tick=None) -> None:

@@ -1,25 +1,39 @@
 """napari-unet's engine: a U-Net trained from painted labels, pure PyTorch and NumPy.
 
 No napari or Qt import anywhere in this package; use it from a script, a notebook or
-the ``napari-unet`` command line.
+the ``napari-unet`` command line. Two front doors: `make_trainer` trains a model for a
+`Task`, `UNetModel.segment` segments with it.
 
->>> from src_models import Trainer, TrainConfig
->>> result = fit(image, painted, config=TrainConfig(time_budget=60))   # doctest: +SKIP
->>> masks = result.model.predict(new_image)                             # doctest: +SKIP
+>>> trainer = make_trainer([image], [painted], task=Task("classes"))    # doctest: +SKIP
+>>> for progress in trainer.run(): pass                                  # doctest: +SKIP
+>>> masks = trainer.result.model.segment(new_image).labels               # doctest: +SKIP
 """
-from .classmap import ClassMap, UNPAINTED
-from .config import PRESETS, TileConfig, TrainConfig, UNetConfig, preset_config
-from .device import pick_device
-from .errors import Cancelled, InputError, ModelFileError
+from .classmap import MAX_CLASS_ID, UNPAINTED, ClassMap
+from .config import (
+    DEFAULT_TIME_BUDGET,
+    MIN_TILE_SIZE,
+    PRESET_CHOICES,
+    PRESETS,
+    TileConfig,
+    TrainConfig,
+    UNetConfig,
+    preset_config,
+)
+from .device import DEVICE_CHOICES, PRECISION_CHOICES, pick_device
+from .errors import Cancelled, InputError, ModelFileError, WriteError
 from .images import ImageView, Normalization, guess_channel_axis
-from .io import read_image, write_labels_tiff
+from .io import STREAM_PIXELS, read_image, read_labels, write_labels_tiff
 from .model import UNet
-from .segmenter import UNetModel
-from .training import Progress, Trainer, TrainResult, fit
+from .segmenter import PLANE_CONTEXT, Segmentation, UNetModel
+from .task import Mode, Task
+from .training import STROKE_STEPS, Progress, Trainer, TrainResult, fit, make_trainer
 
 __all__ = [
-    "ClassMap", "UNPAINTED", "PRESETS", "TileConfig", "TrainConfig", "UNetConfig", "preset_config",
-    "pick_device", "Cancelled", "InputError", "ModelFileError", "ImageView", "Normalization", "guess_channel_axis",
-    "read_image", "write_labels_tiff", "UNet", "UNetModel", "Progress", "Trainer", "TrainResult", "fit",
+    "ClassMap", "MAX_CLASS_ID", "UNPAINTED", "DEFAULT_TIME_BUDGET", "MIN_TILE_SIZE", "PRESETS", "PRESET_CHOICES",
+    "TileConfig", "TrainConfig", "UNetConfig", "preset_config", "DEVICE_CHOICES", "PRECISION_CHOICES",
+    "pick_device", "Cancelled", "InputError", "ModelFileError", "WriteError", "ImageView", "Normalization",
+    "guess_channel_axis", "STREAM_PIXELS", "read_image", "read_labels", "write_labels_tiff", "UNet",
+    "PLANE_CONTEXT", "Segmentation", "UNetModel", "Mode", "Task", "STROKE_STEPS", "Progress", "Trainer",
+    "TrainResult", "fit", "make_trainer",
 ]
 __version__ = "0.1.0"

@@ -12,10 +12,47 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ClassMap", "UNPAINTED"]
+__all__ = ["ClassMap", "UNPAINTED", "MAX_CLASS_ID", "check_label_values"]
 
 #: Network target for pixels that carry no label; ignored by the loss.
 UNPAINTED = -1
+
+#: Largest label id the engine accepts (the top of uint16); lookup tables are sized by ids.
+MAX_CLASS_ID = 65535
+
+
+def check_label_values(labels, *, what: str = "Labels") -> np.ndarray:
+    """Refuse label values that are not ids: the array back, or `InputError` with a sentence.
+
+    Ids must be whole, finite, not negative and at most `MAX_CLASS_ID`. The check costs a
+    few passes over the array and allocates nothing sized by the ids themselves, so a stray
+    ``4e9`` cannot make a lookup table of 32 GB.
+
+    Parameters
+    ----------
+    labels : array-like
+        Painted labels or a mask, any shape.
+    what : str
+        How the sentence names the array ("Labels", "The labels of image 2", ...).
+    """
+    labels = np.asarray(labels)
+    kind = labels.dtype.kind
+    if kind not in "biuf":
+        raise InputError(f"{what} must hold whole numbers (label ids), not values of type {labels.dtype}.")
+    if labels.size == 0 or kind == "b":
+        return labels
+    if kind == "f":
+        if not np.isfinite(labels).all():
+            raise InputError(f"{what} contain NaN or infinite values; label ids must be whole numbers.")
+        if (np.mod(labels, 1) != 0).any():
+            raise InputError(f"{what} contain fractions; label ids must be whole numbers (save labels as integers).")
+    low, high = labels.min(), labels.max()
+    if low < 0:
+        raise InputError(f"{what} contain negative values (such as {low:g}); label ids must be 0 or more.")
+    if high > MAX_CLASS_ID:
+        raise InputError(f"{what} contain the id {high:g}, above the largest allowed id {MAX_CLASS_ID}; "
+                         "renumber the labels.")
+    return labels
 
 
 @dataclass(frozen=True)
@@ -31,6 +68,8 @@ class ClassMap:
             raise ValueError(f"Class ids must be distinct, got {ids}.")
         if any(i < 0 for i in ids):
             raise ValueError(f"Class ids must not be negative, got {ids}.")
+        if any(i > MAX_CLASS_ID for i in ids):
+            raise ValueError(f"Class ids must be at most {MAX_CLASS_ID}, got {max(ids)}.")
         names = tuple(self.names) or tuple(_default_name(i) for i in ids)
         if len(names) != len(ids):
             raise ValueError(f"{len(ids)} class ids but {len(names)} names.")
@@ -66,18 +105,16 @@ class ClassMap:
         """
         present: set[int] = set()
         for lab in labels:
-            present.update(int(v) for v in np.unique(np.asarray(lab)))
+            present.update(int(v) for v in np.unique(check_label_values(lab)))
         if not dense:
             present.discard(0)
-        if any(v < 0 for v in present):
-            raise InputError("Labels must be non-negative integers; found negative values.")
         ids = tuple(sorted(present))
         names = names or {}
         return cls(ids, tuple(names.get(i, _default_name(i)) for i in ids))
 
     def to_index(self, labels) -> np.ndarray:
         """Map label ids to network indices (int64); unknown ids and unpainted 0 become -1."""
-        labels = np.asarray(labels)
+        labels = check_label_values(labels)
         lut_size = max(max(self.ids), int(labels.max(initial=0))) + 1
         lut = np.full(lut_size, UNPAINTED, dtype=np.int64)
         lut[list(self.ids)] = np.arange(self.n_classes)
@@ -98,7 +135,12 @@ class ClassMap:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassMap":
-        return cls(tuple(data["ids"]), tuple(data.get("names", ())))
+        """The map `to_dict` wrote; `ValueError` with a sentence for ids that are not whole numbers in range."""
+        ids = data["ids"]
+        if not isinstance(ids, (list, tuple)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValueError(f"Class ids must be a list of whole numbers, got {ids!r}.")
+        return cls(tuple(ids), tuple(data.get("names", ())))
 
 
 def _default_name(label_id: int) -> str:

@@ -6,10 +6,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import math
+
 import numpy as np
 
-__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "preset_config", "preset_name",
-           "z_kernels_for", "z_pooling_for"]
+from .device import DEVICE_CHOICES, PRECISION_CHOICES
+from .errors import InputError
+
+__all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "PRESET_CHOICES", "DEFAULT_TIME_BUDGET",
+           "MIN_TILE_SIZE", "preset_config", "preset_name", "z_kernels_for", "z_pooling_for"]
+
+#: Seconds a training may run unless told otherwise (the plugin, the command line and `TrainConfig`).
+DEFAULT_TIME_BUDGET = 120.0
+#: Smallest tile side for prediction: two halos of 32 pixels and a core of 32.
+MIN_TILE_SIZE = 96
 
 
 class _Record:
@@ -159,6 +169,8 @@ PRESETS: dict[str, dict] = {
     "small": {"depth": 3, "base_width": 16},
     "large": {"depth": 4, "base_width": 32},
 }
+#: What a user may choose as the size of a new network: ``auto`` picks by task and device.
+PRESET_CHOICES = ("auto", *PRESETS)
 
 
 def preset_name(name: str, device_type: str = "cpu") -> str:
@@ -172,7 +184,7 @@ def preset_config(name: str, in_channels: int, n_classes: int, device_type: str 
     """Return the `UNetConfig` of a named preset; ``"auto"`` picks by device type (`preset_name`)."""
     name = preset_name(name, device_type)
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(['auto', *PRESETS])}.")
+        raise InputError(f"Unknown preset {name!r}; choose one of {', '.join(PRESET_CHOICES)}.", setting="preset")
     return UNetConfig(in_channels=in_channels, n_classes=n_classes, **PRESETS[name])
 
 
@@ -221,11 +233,16 @@ class TrainConfig(_Record):
     batch-norm statistics) during training, over roughly the last ``1 / (1 - ema_decay)``
     steps, and the model ends with the averaged weights instead of the last step's. Off by
     default: on ISBI strokes it was no better at 1,500 steps and held up better, but still
-    lost Rand error, from 1,500 to 3,000 (bench/README.md).
+    lost Rand error, from 1,500 to 3,000 (bench/JOURNAL.md).
+
+    ``precision``: ``"auto"`` runs the network under bf16 autocast on CUDA and on CPUs with
+    hardware bf16, ``"bf16"``/``"fp32"`` force it (`device.uses_bf16`). The time budget's
+    default is `DEFAULT_TIME_BUDGET`. Every field is checked; a value out of range raises
+    `InputError` naming the allowed range.
     """
 
     steps: int | None = None
-    time_budget: float | None = 60.0
+    time_budget: float | None = DEFAULT_TIME_BUDGET
     batch_size: int = 4
     patch_size: int = 128
     lr: float = 2e-3
@@ -254,28 +271,45 @@ class TrainConfig(_Record):
     z_ratio: float = 1.0
     patch_depth: int = 16
     ema_decay: float = 0.0
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:
-            raise ValueError("Give a number of steps, a time budget, or both.")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}.")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError(f"time_budget must be positive, got {self.time_budget}.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
-        if self.patch_size < 16:
-            raise ValueError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}.")
-        if self.fill_reach < 0:
-            raise ValueError(f"fill_reach must not be negative, got {self.fill_reach}.")
+            raise InputError("Give a number of steps, a time budget, or both.", setting="steps")
+        if self.steps is not None:
+            _check_number("steps", self.steps, 1, 10**9, integer=True)
+        if self.time_budget is not None:
+            _check_number("time_budget", self.time_budget, 1e-3, 1e7, unit=" seconds")
+        _check_number("batch_size", self.batch_size, 1, 1024, integer=True)
+        _check_number("patch_size", self.patch_size, 16, 4096, integer=True, unit=" pixels")
+        _check_number("lr", self.lr, 1e-8, 10.0)
+        _check_number("fill_reach", self.fill_reach, 0, 1000, integer=True, unit=" pixels")
+        _check_number("z_ratio", self.z_ratio, 0.01, 1000.0)
+        _check_number("patch_depth", self.patch_depth, 1, 1024, integer=True, unit=" planes")
+        _check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
+        if self.seed is not None:
+            _check_number("seed", self.seed, 0, 2**32 - 1, integer=True)
         if self.dims not in (2, 3):
-            raise ValueError(f"dims must be 2 or 3, got {self.dims}.")
-        if self.z_ratio <= 0 or self.patch_depth < 1:
-            raise ValueError("z_ratio and patch_depth must be positive.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+            raise InputError(f"dims must be 2 or 3, got {self.dims}.", setting="dims")
+        if self.preset not in PRESET_CHOICES:
+            raise InputError(f"Unknown preset {self.preset!r}; choose one of {', '.join(PRESET_CHOICES)}.",
+                             setting="preset")
+        if self.precision not in PRECISION_CHOICES:
+            raise InputError(f"Unknown precision {self.precision!r}; choose one of {', '.join(PRECISION_CHOICES)}.",
+                             setting="precision")
+        if not (self.device in DEVICE_CHOICES or str(self.device).startswith("cuda:")):
+            raise InputError(f"Unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}.",
+                             setting="device")
+
+
+def _check_number(name: str, value, low, high, *, integer: bool = False, unit: str = "") -> None:
+    """Refuse ``value`` unless it is a (whole, with ``integer``) finite number in ``[low, high]``,
+    with a sentence that names the allowed range; ``setting`` is ``name``."""
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (not integer or float(value).is_integer()) and low <= value <= high
+    if not ok:
+        raise InputError(f"{name} must be {kind} from {low:g} to {high:g}{unit}, got {value!r}.", setting=name)
 
 
 @dataclass(frozen=True)
@@ -310,14 +344,16 @@ class TileConfig(_Record):
 
     def __post_init__(self):
         if self.tile_size < 16:
-            raise ValueError(f"tile_size must be at least 16, got {self.tile_size}.")
+            raise InputError(f"tile_size must be at least 16, got {self.tile_size}.", setting="tile_size")
         if self.halo < 0 or self.blend < 0:
-            raise ValueError("halo and blend must not be negative.")
+            raise InputError("halo and blend must not be negative.", setting="tile_size")
         if self.blend > self.halo:
-            raise ValueError(f"blend ({self.blend}) cannot exceed halo ({self.halo}).")
+            raise InputError(f"blend ({self.blend}) cannot exceed halo ({self.halo}).", setting="tile_size")
         if 2 * self.halo >= self.tile_size:
-            raise ValueError(f"tile_size ({self.tile_size}) must exceed twice the halo ({self.halo}).")
+            raise InputError(f"tile_size ({self.tile_size}) must exceed twice the halo ({self.halo}).",
+                             setting="tile_size")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+            raise InputError(f"batch_size must be at least 1, got {self.batch_size}.", setting="batch_size")
         if self.z_halo < 0 or self.z_tile <= 2 * self.z_halo:
-            raise ValueError(f"z_tile ({self.z_tile}) must exceed twice z_halo ({self.z_halo}), which is >= 0.")
+            raise InputError(f"z_tile ({self.z_tile}) must exceed twice z_halo ({self.z_halo}), which is >= 0.",
+                             setting="tile_size")

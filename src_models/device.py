@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 
 import torch
 
@@ -44,15 +43,15 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError("CUDA was asked for but no CUDA GPU is available here; use --device cpu or auto.")
+            raise InputError("CUDA was asked for but no CUDA GPU is available here; use the CPU or auto.", setting="device")
         return torch.device(name)
     if name == "mps":
         if not _mps_available():
-            raise InputError("Apple MPS was asked for but is not available here; use --device cpu or auto.")
+            raise InputError("Apple MPS was asked for but is not available here; use the CPU or auto.", setting="device")
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
-    raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+    raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}.", setting="device")
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,12 +78,10 @@ def uses_bf16(device: torch.device, precision: str = "auto", cpu_auto: bool = Tr
     ``precision``: ``"fp32"`` never, ``"bf16"`` always (CUDA or CPU), ``"auto"`` on CUDA and
     on CPUs with hardware bf16 (unless ``cpu_auto`` is False: 3D networks, whose bf16
     training on the CPU (torch 2.13, oneDNN) turned the loss into NaN within a few steps).
-    The environment variable ``NAPARI_UNET_PRECISION`` overrides ``"auto"``.
     """
-    if precision == "auto":
-        precision = os.environ.get("NAPARI_UNET_PRECISION", "auto").lower()
     if precision not in PRECISION_CHOICES:
-        raise InputError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}.")
+        raise InputError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}.",
+                         setting="precision")
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return False
     if precision == "bf16" or device.type == "cuda":

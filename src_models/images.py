@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ImageView", "Normalization", "spatial_shape"]
+__all__ = ["ImageView", "Normalization", "guess_channel_axis", "spatial_shape"]
 
 
 def spatial_shape(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
@@ -71,6 +71,19 @@ class ImageView:
         c_pos = self.channel_axis - sum(1 for i in range(len(self.stack_shape)) if i < self.channel_axis)
         return np.moveaxis(block, c_pos, 0)
 
+    def read_normalized(self, s: int, stats: tuple[np.ndarray, np.ndarray], ys: slice = slice(None),
+                        xs: slice = slice(None)) -> np.ndarray:
+        """Read slice ``s`` (window ``ys, xs``) scaled by ``stats = (offset, scale)`` from `Normalization.stats`.
+
+        Returns float32 ``(C, h, w)``; NaN and infinite results become 0, so a broken pixel is
+        predicted from its neighbours instead of spreading through every convolution.
+        """
+        offset, scale = stats
+        with np.errstate(invalid="ignore", over="ignore"):
+            block = ((self.read(s, ys, xs) - offset) / scale).astype(np.float32, copy=False)
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return block
+
     def sample(self, max_pixels: int = 2_000_000) -> np.ndarray:
         """A strided sample ``(C, N)`` of the whole image for intensity statistics."""
         total = self.n_slices * self.height * self.width
@@ -91,11 +104,22 @@ class Normalization:
     low: float = 1.0
     high: float = 99.8
 
+    def __post_init__(self):
+        if not 0.0 <= self.low < self.high <= 100.0:  # also false for NaN
+            raise ValueError(f"Normalization percentiles need 0 <= low < high <= 100, got {self.low} and {self.high}.")
+
     def stats(self, view: ImageView) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(offset, scale)`` arrays of shape ``(C, 1, 1)`` for ``view``."""
+        """Return ``(offset, scale)`` arrays of shape ``(C, 1, 1)`` for ``view``.
+
+        Percentiles of the finite values only; a channel with none gets offset 0, scale 1.
+        """
         sample = view.sample()
-        lo = np.percentile(sample, self.low, axis=1)
-        hi = np.percentile(sample, self.high, axis=1)
+        lo = np.zeros(len(sample), np.float64)
+        hi = np.ones(len(sample), np.float64)
+        for c, values in enumerate(sample):
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                lo[c], hi[c] = np.percentile(finite, [self.low, self.high])
         scale = np.where(hi - lo > 1e-6, hi - lo, 1.0)
         return lo.astype(np.float32)[:, None, None], scale.astype(np.float32)[:, None, None]
 
@@ -113,7 +137,8 @@ def guess_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ..
 
     With ``labels_shape`` the channel axis is the one whose removal gives the labels' shape
     (last axis preferred, then first). With ``n_channels`` (a model's input channels) it is
-    the last, else the first axis of that length. A 3-or-4-long last axis behind two larger
+    the last, else the first axis of that length (except for 3 or 4 channels: a first axis of
+    3 could be 3 planes, so that is refused as ambiguous). A 3-or-4-long last axis behind two larger
     ones is read as RGB(A). Returns None for grey images and stacks.
     """
     image_shape = tuple(image_shape)
@@ -132,6 +157,11 @@ def guess_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ..
         if image_shape[-1] == n_channels:
             return len(image_shape) - 1
         if image_shape[0] == n_channels:
+            if n_channels in (3, 4):
+                raise InputError(
+                    f"An image of shape {image_shape} is ambiguous for a {n_channels}-channel model: its first axis "
+                    f"could be {n_channels} planes or {n_channels} colours; RGB images keep their colours in the last "
+                    "axis, so move them there.")
             return 0
         raise InputError(f"The model expects {n_channels}-channel images but this image has shape {image_shape}; "
                          "use a model trained on images like this one.")
@@ -143,5 +173,3 @@ def guess_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ..
         return len(image_shape) - 1
     return None
 
-
-__all__.append("guess_channel_axis")

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-__all__ = ["balanced_cross_entropy", "soft_dice_loss", "border_weight_map", "SegmentationLoss"]
+__all__ = ["balanced_cross_entropy", "soft_dice_loss", "border_weight_map", "SegmentationLoss",
+           "pairwise_smoothness_loss"]
 
 
 def _class_weights(target: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -160,4 +161,3 @@ def pairwise_smoothness_loss(logits: torch.Tensor, image: torch.Tensor, sigma: f
     return total / max(terms, 1)
 
 
-__all__.append("pairwise_smoothness_loss")

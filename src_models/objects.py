@@ -12,13 +12,15 @@ probabilities back into one id per object (`instances_from_probabilities`, `pred
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 
 import numpy as np
 from scipy import ndimage
 
+from .config import TrainConfig
+from .errors import InputError
+from .images import ImageView, Normalization
 from .losses import border_weight_map
 
 __all__ = [
@@ -29,7 +31,8 @@ __all__ = [
     "objects_to_classes",
     "object_border_weights",
     "instances_from_probabilities",
-    "objects_trainer",
+    "ObjectsPreparer",
+    "objects_training_labels",
     "fill_between_strokes",
     "predict_objects",
 ]
@@ -314,63 +317,48 @@ def fill_between_strokes(image, labels, *, reach: int = 8, beta: float = 1000.0,
     return np.where(fill == 1, BACKGROUND, np.where(fill == 2, nearest_object, labels))
 
 
-def objects_trainer(images, labels, *, dense: bool = False, config=None, model=None, channel_axis=None,
-                    boundary_width: int = 2, defer_fill: bool = False):
-    """A `Trainer` for objects-mode painting (class targets and border weights derived here).
+class ObjectsPreparer:
+    """Turns objects-mode painting into training classes and border weights: the ``prepare``
+    function a `Trainer` calls for the labels it starts with and for every later stroke.
 
     Parameters
     ----------
-    images, labels : array-like or lists of them
-        As for `Trainer`; labels follow the objects-mode convention (see `objects_to_classes`).
-    dense : bool
-        0 = background (full instance masks).
-    config : TrainConfig, optional
-        Its ``border_w0``/``border_sigma`` shape the weights (always on in objects mode) and
-        ``fill_reach`` the filling of strokes (`fill_between_strokes`); its ``dense`` is ignored
-        (the derived targets mark unpainted pixels with 0).
-    model, channel_axis
+    images : list of array-like
+        The training images (for `fill_between_strokes`).
+    channel_axis : int, optional
         As for `Trainer`.
-    defer_fill : bool
-        Build the trainer from the bare strokes and fill them (`fill_between_strokes`, about
-        0.3 s for 512², 1 s for 1024², 5 s for 2048² on a 2-core CPU) in the training thread
-        before the first step, so that a GUI thread creating the trainer never waits for it.
-
-    Returns
-    -------
-    Trainer
-        With ``model.info["mode"] == "objects"``. Send later strokes as painted through
-        ``trainer.update_labels(i, labels)``; they are converted in the training thread.
+    config : TrainConfig
+        ``border_w0``/``border_sigma`` shape the weights, ``fill_reach`` the filling of strokes.
+    dense : bool
+        0 = background (full instance masks): nothing is filled.
+    boundary_width : int
+        See `objects_to_classes`.
+    fill : bool
+        Fill between strokes now; `training.make_trainer` starts with False when the filling
+        should run in the training thread, then sets it.
     """
-    from .config import TrainConfig
-    from .images import ImageView, Normalization
-    from .training import Trainer
 
-    config = dataclasses.replace(config or TrainConfig(), dense=False)
-    images = list(images) if isinstance(images, (list, tuple)) else [images]
-    labels = list(labels) if isinstance(labels, (list, tuple)) else [labels]
-    views = [ImageView(image, channel_axis) for image in images]
+    def __init__(self, images, channel_axis, config, *, dense: bool, boundary_width: int = 2, fill: bool = True):
+        self._views = [ImageView(image, channel_axis) for image in images]
+        self._config = config
+        self.dense = bool(dense)
+        self.boundary_width = int(boundary_width)
+        self.fill = fill
+        self._stats: dict[int, tuple] = {}  # intensity scaling per image, computed once
 
-    fill = {"now": not defer_fill}
-    stats: dict[int, tuple] = {}  # intensity scaling per image, computed once (not on every stroke push)
+    @property
+    def fills(self) -> bool:
+        """Whether strokes are extended at all (bare strokes, ``fill_reach`` > 0)."""
+        return self._config.fill_reach > 0 and not self.dense
 
-    def prepare(i, painted):
+    def __call__(self, i: int, painted) -> tuple[np.ndarray, np.ndarray]:
         painted = np.asarray(painted)
         _check_integer(painted)
-        if fill["now"] and config.fill_reach > 0 and not dense:
-            if i not in stats:
-                stats[i] = Normalization().stats(views[i])
-            painted = _fill_planes(painted, views[i], stats[i], config.fill_reach)
-        return objects_training_labels(painted, config, dense=dense, boundary_width=boundary_width)
-
-    trainer = Trainer(images, labels, config=config, model=model, channel_axis=channel_axis,
-                      class_names=OBJECT_CLASS_NAMES, prepare=prepare)
-    trainer.model.info.update(mode="objects", dense=bool(dense), boundary_width=int(boundary_width))
-    if not fill["now"]:
-        fill["now"] = True
-        if config.fill_reach > 0 and not dense:
-            for i, painted in enumerate(labels):
-                trainer.update_labels(i, painted)  # filled by the training thread before step 1
-    return trainer
+        if self.fill and self.fills:
+            if i not in self._stats:
+                self._stats[i] = Normalization().stats(self._views[i])
+            painted = _fill_planes(painted, self._views[i], self._stats[i], self._config.fill_reach)
+        return objects_training_labels(painted, self._config, dense=self.dense, boundary_width=self.boundary_width)
 
 
 def objects_training_labels(labels, config=None, *, dense: bool = False, boundary_width: int = 2, image=None):
@@ -380,9 +368,6 @@ def objects_training_labels(labels, config=None, *, dense: bool = False, boundar
     ``config.fill_reach`` > 0, strokes are first extended with `fill_between_strokes` on every
     painted plane (not with ``dense``: full masks leave nothing to fill).
     """
-    from .config import TrainConfig
-    from .images import ImageView, Normalization
-
     config = config or TrainConfig()
     labels = np.asarray(labels)
     _check_integer(labels)
@@ -398,18 +383,19 @@ def _fill_planes(labels: np.ndarray, view, stats, reach: int) -> np.ndarray:
     scaled by ``stats = (offset, scale)``)."""
     if tuple(view.shape) != labels.shape:
         raise ValueError(f"The image has shape {view.shape} but the labels {labels.shape}.")
-    offset, scale = stats
     planes = labels.reshape(-1, *labels.shape[-2:])
     filled = np.stack([
-        fill_between_strokes((view.read(s) - offset) / scale, plane, reach=reach)
+        fill_between_strokes(view.read_normalized(s, stats), plane, reach=reach)
         if (plane > 0).any() else plane.astype(np.int64)
         for s, plane in enumerate(planes)])
     return filled.reshape(labels.shape)
 
 
-def predict_objects(model, image, channel_axis=None, tile=None, progress=None, cancel=None, semantic: bool = False,
-                    region=None, notice=None, **instance_options):
+def predict_objects(model, image, channel_axis=None, tile=None, progress=None, cancel=None, region=None,
+                    notice=None, **instance_options):
     """Segment objects: class probabilities from ``model``, then one id per object.
+
+    `UNetModel.segment` calls this for models trained in objects mode.
 
     Parameters
     ----------
@@ -417,12 +403,8 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
         Trained in objects mode (classes 1 background, 2 interior, optionally 3 boundary).
     image : array-like
         2D, multichannel or a stack, as for `UNetModel.predict`.
-    channel_axis, tile, progress, cancel, notice
+    channel_axis, tile, progress, cancel, region, notice
         As for `UNetModel.predict`.
-    semantic : bool
-        Also return the predicted class map (1 background, 2 interior, 3 boundary).
-    region : (y0, y1, x0, x1), optional
-        Only this window of every slice (see `UNetModel.predict`).
     **instance_options
         Passed to `instances_from_probabilities` (``seed_threshold``, ``min_size``, ...).
         ``extent`` defaults to ``"core"`` for a model trained on bare strokes (``fill_reach``
@@ -433,8 +415,14 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
     instances : ndarray, the image's shape less its channel axis
         0 = background, one id per object, uint16 (uint32 when needed); in a stack the ids
         are unique across slices.
-    classes : ndarray, only with ``semantic=True``
+    classes : ndarray
+        The predicted class map (1 background, 2 interior, 3 boundary).
+    probs : ndarray
+        The class probabilities ``(*stack, K, H, W)``.
     """
+    if not {BACKGROUND, INTERIOR} <= set(model.class_map.ids):
+        raise InputError(f"This model was not trained in objects mode (its classes are {list(model.class_map.ids)}); "
+                         "train it in objects mode.", setting="mode")
     trained = model.info.get("train_config", {})
     if not model.info.get("dense") and trained.get("fill_reach", 8) == 0:
         instance_options.setdefault("extent", "core")
@@ -448,4 +436,4 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
         planes.append(np.where(inst > 0, inst + offset, 0))
         offset += int(inst.max())
     instances = np.stack(planes).reshape(classes.shape).astype(_smallest_dtype(offset))
-    return (instances, classes) if semantic else instances
+    return instances, classes, probs

@@ -11,7 +11,13 @@ import threading
 import numpy as np
 import torch
 
-__all__ = ["PatchSampler"]
+from .errors import InputError
+
+__all__ = ["PatchSampler", "NothingPainted"]
+
+
+class NothingPainted(InputError):
+    """Every painted pixel was erased while training ran."""
 
 
 class PatchSampler:
@@ -90,7 +96,7 @@ class PatchSampler:
         with self._lock:
             classes = self.painted_classes
             if not classes:
-                raise RuntimeError("No painted pixel left to train on.")
+                raise NothingPainted("No painted pixel left to train on: paint strokes again.")
             images, targets, weights = [], [], []
             entries = list(self._slices.values())
             for _ in range(batch_size):

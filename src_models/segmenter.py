@@ -9,24 +9,33 @@ from __future__ import annotations
 import dataclasses
 import logging
 import mmap
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .calibration import apply_class_prior
+from .checkpoint import ModelParts, read_model, write_model
 from .classmap import ClassMap
 from .config import TileConfig, UNetConfig, preset_config
 from .device import autocast, pick_device, uses_bf16
 from .errors import InputError
 from .images import ImageView, Normalization
+from . import io as image_io
 from .model import UNet
+from .objects import predict_objects
 from .separation import separate_regions_in_rows
+from .task import Task
 from .tiling import count_tiles, count_volume_blocks, predict_tiled, predict_volume_tiled
 
-__all__ = ["UNetModel"]
+__all__ = ["UNetModel", "Segmentation", "PLANE_CONTEXT"]
 
 log = logging.getLogger(__name__)
+
+#: A 3D network segments one plane of a stack from a slab of this many planes on each side of it.
+PLANE_CONTEXT = 8
 
 #: Largest number of output floats (classes x pixels) accumulated at once; bigger images go in bands.
 _MAX_REGION_FLOATS = 64 * 2**20
@@ -52,6 +61,33 @@ def _release_file_pages(*arrays) -> None:
             mapped.madvise(mmap.MADV_DONTNEED)
         except (OSError, ValueError):  # closed, or not allowed here: only memory use is at stake
             pass
+
+
+@dataclass
+class Segmentation:
+    """What `UNetModel.segment` returns.
+
+    Attributes
+    ----------
+    labels : ndarray
+        Class ids (the ids the user painted), or in objects mode one id per object (0 =
+        background); the image's shape less its channel axis (one plane or a region of it
+        when asked). A memory map of ``streamed_to`` when the result was streamed.
+    metadata : dict
+        What a TIFF of ``labels`` should carry: class ids and names, or ``{"mode": "objects"}``.
+    classes : ndarray or None
+        Objects mode with ``semantic=True``: the predicted classes (background, interior, boundary).
+    probabilities : ndarray or None
+        With ``probabilities=True``: class probabilities ``(*stack, K, H, W)``.
+    streamed_to : Path or None
+        The TIFF the labels were written into, band by band, when the image was big.
+    """
+
+    labels: np.ndarray
+    metadata: dict
+    classes: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    streamed_to: Path | None = None
 
 
 class UNetModel:
@@ -109,6 +145,23 @@ class UNetModel:
     @property
     def config(self) -> UNetConfig:
         return self.net.config
+
+    @property
+    def task(self) -> Task:
+        """What the model does: classes or objects, 2D or 3D (stored in the model file)."""
+        return Task.stored(self.info, self.config.dims)
+
+    @task.setter
+    def task(self, task: Task) -> None:
+        if task.dims != self.config.dims:
+            raise InputError(f"This is a {self.config.dims}D network; it cannot do {task}.", setting="dims")
+        task.store(self.info)
+
+    def labels_metadata(self) -> dict:
+        """TIFF metadata of this model's predictions: class ids and names, or the objects mode."""
+        if self.task.objects:
+            return {"mode": "objects"}
+        return {"class_ids": list(self.class_map.ids), "class_names": list(self.class_map.names)}
 
     def to(self, device) -> "UNetModel":
         """Move to ``device`` (in place) and return self."""
@@ -261,11 +314,101 @@ class UNetModel:
             batch_size=tile.batch_size, multiple=self.config.size_multiple, region=region,
             progress=progress, cancel=cancel, carry=carry)
 
+    def segment(self, image, *, channel_axis: int | None = None, plane: tuple[int, ...] | None = None,
+                region: tuple[int, int, int, int] | None = None, stream_to=None, overwrite: bool = False,
+                tile: TileConfig | None = None, argmax: bool = False, semantic: bool = False,
+                probabilities: bool = False, progress: Callable[[int, int], None] | None = None, cancel=None,
+                notice: Callable[[str], None] | None = None) -> Segmentation:
+        """Segment an image, one plane of a stack, or a region, the way this model's `task` wants.
+
+        The one front door for prediction: objects or classes, 2D or 3D, in memory or streamed,
+        is decided here.
+
+        Parameters
+        ----------
+        image : array-like
+            NumPy, dask, zarr or memory-mapped; 2D, with a channel axis, or a stack.
+        channel_axis : int, optional
+            Channel axis of ``image`` (``-1`` for RGB); None for grey.
+        plane : tuple of int, optional
+            Segment only this plane of a stack (its position along the stack axes); a 3D model
+            reads `PLANE_CONTEXT` planes on each side of it.
+        region : (y0, y1, x0, x1), optional
+            Only this window (with the whole image's normalisation and real context around it).
+        stream_to : path, optional
+            When the image has more than `io.STREAM_PIXELS` pixels (classes mode, whole image),
+            the labels are written band by band into an uncompressed TIFF there, complete or
+            absent; smaller images are segmented in memory and nothing is written.
+        overwrite : bool
+            Whether ``stream_to`` may replace an existing file.
+        tile : TileConfig, optional
+            Default: `default_tile` for the model's device.
+        argmax : bool
+            The most likely class per pixel, even for a model that `separates_regions`.
+        semantic : bool
+            Objects mode: also return the predicted classes.
+        probabilities : bool
+            Also return the class probabilities (not when streaming).
+        progress, cancel, notice
+            As for `predict`.
+        """
+        view = ImageView(image, channel_axis)
+        objects = self.task.objects
+        metadata = self.labels_metadata()
+        options = dict(tile=tile, progress=progress, cancel=cancel, notice=notice)
+        if plane is not None:
+            image, channel_axis, at = self._plane_source(view, tuple(int(i) for i in plane))
+            if at is not None:  # a 3D model: a slab of planes around the one asked for
+                labels, probs = self.predict(image, channel_axis=channel_axis, region=region, probabilities=True,
+                                             **options)
+                return Segmentation(labels[at], metadata, probabilities=probs[at] if probabilities else None)
+            view = ImageView(image, channel_axis)
+        if objects:
+            instances, classes, probs = predict_objects(self, image, channel_axis=channel_axis, region=region,
+                                                        **options)
+            return Segmentation(instances, metadata, classes=classes if semantic else None,
+                                probabilities=probs if probabilities else None)
+        separate = False if argmax else None
+        big = int(np.prod(view.shape, dtype=np.int64)) > image_io.STREAM_PIXELS
+        if stream_to is not None and big and plane is None and region is None and not probabilities:
+            with image_io.StreamedLabels(stream_to, view.shape, self.class_map.dtype, overwrite=overwrite,
+                                metadata=metadata) as streamed:
+                self.predict(image, channel_axis=channel_axis, out=streamed.array, separate=separate, **options)
+            return Segmentation(streamed.array, metadata, streamed_to=Path(stream_to))
+        if probabilities:
+            labels, probs = self.predict(image, channel_axis=channel_axis, region=region, probabilities=True,
+                                         separate=separate, **options)
+            return Segmentation(labels, metadata, probabilities=probs)
+        labels = self.predict(image, channel_axis=channel_axis, region=region, separate=separate, **options)
+        return Segmentation(labels, metadata)
+
+    def _plane_source(self, view: ImageView, plane: tuple[int, ...]):
+        """``(image, channel_axis, at)`` to segment ``plane`` of ``view``: the plane itself for a
+        2D model (``at`` None), a slab around it for a 3D one (``at``: the plane's place in it)."""
+        stack = view.stack_shape
+        if len(plane) != len(stack) or not all(0 <= p < n for p, n in zip(plane, stack)):
+            raise InputError(f"Plane {plane} is not a plane of a stack of shape {stack}.")
+        axes = [a for a in range(len(view.source.shape)) if a != view.channel_axis][:len(stack)]
+        index: list = [slice(None)] * len(view.source.shape)
+        at = None
+        if self.config.dims == 3:
+            z = plane[0]
+            z0, z1 = max(0, z - PLANE_CONTEXT), min(stack[0], z + PLANE_CONTEXT + 1)
+            index[axes[0]], at = slice(z0, z1), z - z0
+        else:
+            for axis, p in zip(axes, plane):
+                index[axis] = p
+        channel_axis = view.channel_axis
+        if channel_axis is not None:
+            channel_axis -= sum(1 for a in axes if a < channel_axis and isinstance(index[a], int))
+        return view.source[tuple(index)], channel_axis, at
+
     def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
                 probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
                 cancel=None, out=None, region: tuple[int, int, int, int] | None = None,
-                notice: Callable[[str], None] | None = None):
-        """Segment an image, a multichannel image or a stack, tile by tile.
+                notice: Callable[[str], None] | None = None, separate: bool | None = None):
+        """Class ids of an image, a multichannel image or a stack, tile by tile (classes only;
+        `segment` is the front door that also handles objects, planes and streaming).
 
         Parameters
         ----------
@@ -335,14 +478,14 @@ class UNetModel:
                                 (y0, y1, rx0, rx1), after=(bands[n - 1][0], y0, rx0, rx1) if n else None)
                     for n, (y0, y1) in enumerate(bands)]
         total = sum(per_band) * view.n_slices
-        separate = self.separates_regions
+        separate = self.separates_regions if separate is None else separate and self.separates_regions
         was_training = self.net.training
         self.net.eval()
         try:
             done_before = 0
             for s in range(view.n_slices):
                 def read(ys, xs, s=s):
-                    return (view.read(s, ys, xs) - offset) / scale
+                    return view.read_normalized(s, (offset, scale), ys, xs)
 
                 stack_idx = np.unravel_index(s, view.stack_shape) if view.stack_shape else ()
                 carry: dict = {}
@@ -377,7 +520,7 @@ class UNetModel:
         depth = view.stack_shape[0]
 
         def read_plane(z, ys, xs):
-            return (view.read(z, ys, xs) - offset) / scale
+            return view.read_normalized(z, (offset, scale), ys, xs)
 
         def write(zs, ys, xs, core):
             labels[zs, ys, xs] = self.class_map.to_ids(core.argmax(0))
@@ -456,11 +599,10 @@ class UNetModel:
     # -- files ----------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the model to one safetensors file (weights + JSON metadata), atomically."""
-        from .checkpoint import save_model
-        save_model(self, path)
+        write_model(path, ModelParts(self.net, self.class_map, self.normalization, self.info, self.class_prior))
 
     @classmethod
     def load(cls, path, device="auto") -> "UNetModel":
         """Read a model file written by `save`; never executes code from the file."""
-        from .checkpoint import load_model
-        return load_model(path, device)
+        parts = read_model(path, device)
+        return cls(parts.net, parts.class_map, parts.normalization, device, parts.info, parts.class_prior)

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import Cancelled
 
 __all__ = ["tile_starts", "blend_weights", "tile_layout", "predict_tiled", "read_mirrored", "predict_volume_tiled",
-           "count_volume_blocks", "mirror_indices"]
+           "count_volume_blocks", "mirror_indices", "count_tiles", "tile_grid"]
 
 
 def tile_starts(length: int, core: int) -> list[int]:
@@ -223,7 +223,6 @@ def count_tiles(height: int, width: int, tile_size: int, halo: int, blend: int, 
     return len(tiles)
 
 
-__all__ += ["count_tiles", "tile_grid"]
 
 
 def mirror_indices(start: int, stop: int, length: int) -> np.ndarray:

@@ -155,7 +155,7 @@ def test_missing_and_truncated_model_files_get_clear_errors(tmp_path):
 
 def test_engine_imports_no_gui_package():
     code = ("import sys, src_models, src_models.training, src_models.tiling, src_models.checkpoint, "
-            "src_models.metrics, src_models.strokes\n"
+            "evaluation.metrics, evaluation.strokes\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PySide2', "
             "'PySide6', 'magicgui', 'superqt')]\n"
             "assert not bad, bad\nprint('ok')")
@@ -222,14 +222,12 @@ def test_inference_copy_folds_batch_norm_and_follows_weight_updates():
     assert model.default_tile().tile_size == 512 and model.default_tile(tta=True).tta
 
 
-def test_precision_is_a_choice_and_bf16_on_the_cpu_agrees_with_fp32(monkeypatch):
+def test_precision_is_a_choice_and_bf16_on_the_cpu_agrees_with_fp32():
     from src_models.device import uses_bf16
 
     cpu = torch.device("cpu")
     assert not uses_bf16(cpu, "fp32") and uses_bf16(cpu, "bf16")
     assert not uses_bf16(torch.device("mps"), "bf16")  # no bf16 autocast on Apple GPUs
-    monkeypatch.setenv("NAPARI_UNET_PRECISION", "fp32")
-    assert not uses_bf16(cpu, "auto")
     with pytest.raises(InputError, match="precision"):
         uses_bf16(cpu, "fp8")
 

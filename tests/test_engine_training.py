@@ -89,22 +89,22 @@ def test_training_from_strokes_ends_at_the_default_length_however_long_the_budge
     for budget in (600.0, 3600.0):
         trainer = Trainer(image, _strokes(truth), config=TrainConfig(time_budget=budget, **TINY))
         events = list(trainer.run())
-        assert trainer.steps == 5 and events[-1].total_steps == 5 and events[-1].fraction == 1.0
+        assert trainer.step_limit == 5 and events[-1].step_limit == 5 and events[-1].fraction == 1.0
         assert len(events) == 5
         runs.append({k: v.clone() for k, v in trainer.model.net.state_dict().items()})
     assert all((runs[0][k] == runs[1][k]).all() for k in runs[0])  # more time: the same model
     # an explicit number of steps wins
-    assert Trainer(image, _strokes(truth), config=TrainConfig(steps=7, **TINY)).steps == 7
+    assert Trainer(image, _strokes(truth), config=TrainConfig(steps=7, **TINY)).step_limit == 7
 
 
 def test_full_masks_have_no_default_step_limit():
     image, truth = _blobs()
-    assert Trainer(image, truth, config=TrainConfig(**TINY)).steps is None  # every pixel painted
+    assert Trainer(image, truth, config=TrainConfig(**TINY)).step_limit is None  # every pixel painted
     dense = np.where(truth == 2, 3, 0).astype(np.uint8)
-    assert Trainer(image, dense, config=TrainConfig(dense=True, **TINY)).steps is None
+    assert Trainer(image, dense, config=TrainConfig(dense=True, **TINY)).step_limit is None
     half = truth.copy()
     half[:, : truth.shape[1] // 3] = 0  # two thirds painted: still full masks
-    assert Trainer(image, half, config=TrainConfig(**TINY)).steps is None
+    assert Trainer(image, half, config=TrainConfig(**TINY)).step_limit is None
 
 
 def test_auto_size_is_the_small_network_for_strokes_on_every_device():
@@ -198,9 +198,9 @@ def test_pseudo_labels_and_smoothness_options_train():
                                                          pseudo_threshold=0.0, smoothness_weight=1.0, **TINY))
     for _ in trainer.run():
         pass
-    assert trainer._pseudo  # confident (threshold 0: all) pixels were labelled
-    key = next(iter(trainer._pseudo))
-    assert (trainer._pseudo[key] >= 0).all()
+    assert trainer.data.pseudo  # confident (threshold 0: all) pixels were labelled
+    key = next(iter(trainer.data.pseudo))
+    assert (trainer.data.pseudo[key] >= 0).all()
     assert np.array_equal(trainer.labels[0], strokes)  # the user's strokes are untouched
 
 

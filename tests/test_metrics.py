@@ -1,9 +1,9 @@
-"""Scores in src_models.metrics on small hand-made arrays whose answers are worked out by hand."""
+"""Scores in evaluation.metrics on small hand-made arrays whose answers are worked out by hand."""
 
 import numpy as np
 import pytest
 
-from src_models.metrics import (
+from evaluation.metrics import (
     adapted_rand_error_interior,
     average_precision,
     class_f1,

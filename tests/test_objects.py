@@ -3,14 +3,16 @@ train/predict round trip on a real DSB 2018 image, and the plugin's mode switch.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage
 from skimage.draw import disk
 
-from src_models import TrainConfig, Trainer
-from src_models.metrics import average_precision
+from evaluation.metrics import average_precision
+from src_models import Task, TrainConfig, Trainer, make_trainer
 from src_models.objects import (
     BACKGROUND,
     BOUNDARY,
@@ -19,7 +21,6 @@ from src_models.objects import (
     instances_from_probabilities,
     object_border_weights,
     objects_to_classes,
-    objects_trainer,
 )
 
 DSB_IMAGE = "c0c4a829c8d3"  # 256 x 256, 15 nuclei in 11 connected groups: several touch
@@ -106,8 +107,8 @@ def test_trainer_takes_pixel_weights_and_live_updates():
     labels = two_touching_discs()
     image = (labels > 0).astype(np.float32) + 0.1 * np.random.default_rng(0).random(labels.shape)
     config = TrainConfig(steps=2, patch_size=32, batch_size=2, class_prior=False, device="cpu")
-    trainer = objects_trainer(image, labels, dense=True, config=config)
-    assert trainer.model.info["mode"] == "objects"
+    trainer = make_trainer(image, labels, task=Task("objects"), config=replace(config, dense=True))
+    assert trainer.model.task.objects
     assert list(trainer.class_map.ids) == [BACKGROUND, INTERIOR, BOUNDARY]
     assert trainer.config.dense is False
     classes = objects_to_classes(labels, dense=True)
@@ -152,13 +153,12 @@ def test_cli_train_and_predict_objects_on_a_dsb_image(shared_data, tmp_path, cap
 
 
 def test_short_engine_training_predicts_several_dsb_nuclei(shared_data):
-    from src_models.objects import predict_objects
-
     image, truth = _dsb(shared_data)
     # class_prior off: after 25 steps its estimate can collapse to "all background" (no objects)
     config = TrainConfig(steps=25, patch_size=96, class_prior=False, device="cpu")
-    result = list_run(objects_trainer(image, truth, dense=True, config=config))
-    instances, classes = predict_objects(result.model, image, semantic=True)
+    result = list_run(make_trainer(image, truth, task=Task("objects"), config=replace(config, dense=True)))
+    segmentation = result.model.segment(image, semantic=True)
+    instances, classes = segmentation.labels, segmentation.classes
     assert instances.dtype == np.uint16 and instances.shape == classes.shape == image.shape
     assert instances.max() > 1
     assert set(np.unique(instances)) - {0} == set(range(1, int(instances.max()) + 1))   # ids 1..N
@@ -179,18 +179,18 @@ def test_plugin_objects_mode_trains_and_predicts_instances(dock, qtbot):
     widget._train._steps_spin.setValue(2)
     widget._train._budget_spin.setValue(20)
     widget._train._train_btn.click()
-    assert widget.model is not None and widget.model.info["mode"] == "objects"
+    assert widget.model is not None and widget.model.task.objects
     # strokes painted while training reach the trainer as painted, and the training thread
     # turns them into background / interior / boundary with border weights
     section = widget._train
-    section._trainer = objects_trainer(image, painted, config=TrainConfig(steps=1, device="cpu"))
+    section._trainer = make_trainer(image, painted, task=Task("objects"), config=TrainConfig(steps=1, device="cpu"))
     section._painted = annotation
     section._push_labels()
-    pushed = section._trainer._pending[0]
+    pushed = section._trainer.data._pending[0]
     np.testing.assert_array_equal(pushed, annotation.data)
-    section._trainer._apply_pending()
+    section._trainer.data.apply_pending()
     assert {BACKGROUND, INTERIOR, BOUNDARY} <= set(np.unique(section._trainer.labels[0]))
-    assert section._trainer._pixel_weights[0].max() > 1
+    assert section._trainer.data.painted.pixel_weights[0].max() > 1
     section._trainer = section._painted = None
     widget._predict._predict_btn.click()
     prediction = viewer.layers["img prediction"].data
@@ -213,7 +213,7 @@ def test_a_boundary_ring_spread_outside_the_objects_does_not_inflate_cores():
 
 def test_strokes_fill_the_band_up_to_the_real_object_edges(shared_data):
     from src_models.images import ImageView, Normalization
-    from src_models.strokes import simulate_strokes
+    from evaluation.strokes import simulate_strokes
 
     image, truth = _dsb(shared_data)
     classes = np.where(truth > 0, 2, 1).astype(np.uint8)
@@ -234,15 +234,15 @@ def test_strokes_fill_the_band_up_to_the_real_object_edges(shared_data):
 
 
 def test_deferred_fill_runs_in_the_training_loop(shared_data):
-    from src_models.strokes import simulate_strokes
+    from evaluation.strokes import simulate_strokes
 
     image, truth = _dsb(shared_data)
     strokes = simulate_strokes(np.where(truth > 0, 2, 1).astype(np.uint8), (1, 2), 0.03, np.random.default_rng(1))
     painted = np.where(strokes == 1, 1, np.where(strokes == 2, truth.astype(np.int64) + 1, 0)).astype(np.uint16)
     axis = -1 if image.ndim == 3 else None
     config = TrainConfig(steps=1, patch_size=64, batch_size=1, class_prior=False, device="cpu")
-    eager = objects_trainer(image, painted, config=config, channel_axis=axis)
-    deferred = objects_trainer(image, painted, config=config, channel_axis=axis, defer_fill=True)
+    eager = make_trainer(image, painted, task=Task("objects"), config=config, channel_axis=axis)
+    deferred = make_trainer(image, painted, task=Task("objects"), config=config, channel_axis=axis, defer_prepare=True)
     bare = objects_to_classes(painted)
     np.testing.assert_array_equal(deferred.labels[0], bare)  # built at once from the bare strokes
     assert (eager.labels[0] > 0).sum() > (bare > 0).sum()

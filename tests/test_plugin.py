@@ -314,7 +314,7 @@ def test_big_image_streams_into_a_memory_mapped_tiff(dock, nuclei, tmp_path, mon
     paint(widget.new_annotation_layer(), np.stack([stroke_labels(mask), 0 * mask, 0 * mask]))
     _train(widget, steps=2)
     monkeypatch.setattr(image_io, "STREAM_PIXELS", 10_000)  # this stack now counts as big
-    monkeypatch.setenv("NAPARI_UNET_STREAM_DIR", str(tmp_path))
+    widget.stream_folder = tmp_path
     widget._predict._scope_combo.setCurrentText("Whole image")
     widget._predict._predict_btn.click()
 
@@ -364,7 +364,7 @@ def test_camvid_rgb_frame_with_eleven_named_classes(shared_data, dock, tmp_path)
     through the model to the prediction layer and the exported TIFF."""
     from skimage import io
 
-    from src_models.strokes import simulate_strokes
+    from evaluation.strokes import simulate_strokes
 
     name = "0001TP_006690.png"
     frame = io.imread(shared_data / "camvid" / "images" / name)[:192, :256]
@@ -442,7 +442,7 @@ def test_membranes_on_a_real_em_slice_come_out_as_thin_lines_between_cells(share
     says so, and the prediction keeps less membrane than the plain most likely class."""
     from skimage import io
 
-    from src_models.strokes import simulate_strokes
+    from evaluation.strokes import simulate_strokes
 
     root = shared_data / "isbi2012"
     image = io.imread(root / "images" / "slice_00.png")[:256, :256]

@@ -118,8 +118,8 @@ def test_strokes_on_a_real_em_slice_beat_a_threshold_and_separation_lowers_rand_
     from skimage import io
     from skimage.filters import threshold_otsu
 
-    from src_models.metrics import adapted_rand_error_interior, class_f1
-    from src_models.strokes import simulate_strokes
+    from evaluation.metrics import adapted_rand_error_interior, class_f1
+    from evaluation.strokes import simulate_strokes
 
     root = shared_data / "isbi2012"
     crop = (slice(0, 256), slice(0, 256))

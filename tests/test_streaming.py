@@ -6,7 +6,7 @@ import tifffile
 from napari_unet import cli
 from src_models import ClassMap, InputError, TileConfig, UNetModel
 from src_models import io as image_io
-from src_models.io import create_labels_tiff, open_image_lazily
+from src_models.io import StreamedLabels, open_image_lazily
 
 TILE = TileConfig(tile_size=128, halo=16, blend=8, batch_size=2)
 
@@ -28,11 +28,11 @@ def test_memmapped_tiff_in_and_out_equals_the_in_memory_prediction(tmp_path, sha
     assert isinstance(lazy, np.memmap) and lazy.dtype == np.uint16
     model = _model()
     expected = model.predict(image, tile=TILE)
-    out = create_labels_tiff(tmp_path / "mask.tif", image.shape, model.class_map.dtype)
-    assert isinstance(out, np.memmap)
-    assert model.predict(lazy, tile=TILE, out=out) is out
-    out.flush()
-    del out
+    with StreamedLabels(tmp_path / "mask.tif", image.shape, model.class_map.dtype) as streamed:
+        out = streamed.array
+        assert isinstance(out, np.memmap)
+        assert model.predict(lazy, tile=TILE, out=out) is out
+    del out, streamed
     written = tifffile.imread(tmp_path / "mask.tif")
     np.testing.assert_array_equal(written, expected)
     assert set(np.unique(written)) <= {1, 2, 3}
@@ -44,16 +44,16 @@ def test_compressed_tiff_opens_as_zarr_and_predicts_the_same(tmp_path):
     lazy = open_image_lazily(tmp_path / "stack.tif")
     assert not isinstance(lazy, np.ndarray) and lazy.shape == image.shape
     model = _model()
-    out = create_labels_tiff(tmp_path / "mask.tif", image.shape, np.uint8)
-    model.predict(lazy, tile=TILE, out=out)
+    with StreamedLabels(tmp_path / "mask.tif", image.shape, np.uint8) as streamed:
+        out = model.predict(lazy, tile=TILE, out=streamed.array)
     np.testing.assert_array_equal(np.asarray(out), model.predict(image, tile=TILE))
 
 
-def test_create_labels_tiff_refuses_to_overwrite(tmp_path):
-    create_labels_tiff(tmp_path / "m.tif", (10, 10), np.uint8)
+def test_streamed_labels_refuse_to_overwrite(tmp_path):
+    StreamedLabels(tmp_path / "m.tif", (10, 10), np.uint8).commit()
     with pytest.raises(InputError, match="already exists"):
-        create_labels_tiff(tmp_path / "m.tif", (10, 10), np.uint8)
-    assert create_labels_tiff(tmp_path / "m.tif", (4, 5), np.uint16, overwrite=True).shape == (4, 5)
+        StreamedLabels(tmp_path / "m.tif", (10, 10), np.uint8)
+    assert StreamedLabels(tmp_path / "m.tif", (4, 5), np.uint16, overwrite=True).commit().shape == (4, 5)
 
 
 def test_cli_streams_big_images_into_an_uncompressed_tiff(tmp_path, monkeypatch, capsys):

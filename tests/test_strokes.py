@@ -1,10 +1,10 @@
-"""Simulated user strokes (src_models.strokes) on synthetic truths."""
+"""Simulated user strokes (evaluation.strokes) on synthetic truths."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from src_models.strokes import class_modes, simulate_strokes
+from evaluation.strokes import class_modes, simulate_strokes
 
 
 def _cells(size=128, period=32, width=3):

@@ -1,0 +1,95 @@
+"""Decisions a training makes from the network's own predictions on the painted slices:
+pseudo-labels while it runs, and after it ends whether to draw thin separators and how
+frequent each class really is (`calibration`).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+
+from .calibration import estimate_class_prior
+from .config import TrainConfig
+from .painted import TrainingData
+from .segmenter import UNetModel
+from .separation import separators_are_lines
+
+__all__ = ["MAX_PRIOR_CLASSES", "decide_after_training", "pseudo_labels", "slice_probabilities"]
+
+log = logging.getLogger(__name__)
+
+#: ``TrainConfig.class_prior=None`` estimates class frequencies for models of at most this many
+#: classes. With more, the estimate went wrong on CamVid's 11 classes (bench/JOURNAL.md).
+MAX_PRIOR_CLASSES = 3
+
+
+def slice_probabilities(model: UNetModel, data: TrainingData, max_side: int | None = None,
+                        limit: int | None = None, prior: bool = True) -> Iterator[tuple[tuple, np.ndarray]]:
+    """Yield ``(key, probs)`` for the painted slices, in eval mode (a central window when ``max_side``)."""
+    tile = model.default_tile()
+    was_training = model.net.training
+    model.net.eval()
+    try:
+        for n, (key, read, height, width) in enumerate(data.painted_slices()):
+            if limit is not None and n >= limit:
+                break
+            region = None
+            if max_side is not None:
+                y0, x0 = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+                region = (y0, min(height, y0 + max_side), x0, min(width, x0 + max_side))
+            yield key, model.probabilities(read, height, width, tile, region=region, prior=prior)
+    finally:
+        model.net.train(was_training)
+
+
+def pseudo_labels(model: UNetModel, data: TrainingData, threshold: float) -> dict:
+    """``{key: class indices}`` of every painted slice where the model is at least ``threshold``
+    sure, -1 elsewhere."""
+    pseudo = {}
+    for key, probs in list(slice_probabilities(model, data)):
+        pseudo[key] = np.where(probs.max(0) >= threshold, probs.argmax(0), -1)
+    return pseudo
+
+
+def _volume_probabilities(model: UNetModel, data: TrainingData, max_side: int = 256, limit: int = 4) -> list:
+    """3D model: probabilities ``(K, h, w)`` of up to ``limit`` painted planes (central window)."""
+    prior, model.class_prior = model.class_prior, None  # the estimate needs the network's own probabilities
+    planes = []
+    try:
+        for i, view in enumerate(data.views):
+            if len(planes) >= limit:
+                break
+            y0, x0 = max(0, (view.height - max_side) // 2), max(0, (view.width - max_side) // 2)
+            region = (y0, min(view.height, y0 + max_side), x0, min(view.width, x0 + max_side))
+            for z in data.painted_planes(i)[:limit - len(planes)]:
+                planes.append(model.segment(view.source, channel_axis=view.channel_axis, plane=(int(z),),
+                                            region=region, probabilities=True).probabilities)
+    finally:
+        model.class_prior = prior
+    return planes
+
+
+def decide_after_training(model: UNetModel, data: TrainingData, config: TrainConfig, may_separate: bool) -> None:
+    """Decide thin separators (when ``may_separate`` and not fixed by ``config``) and estimate
+    class frequencies, from the network's own probabilities on (a central 1024-pixel window of)
+    up to 8 painted slices; both are stored on ``model``."""
+    decide = may_separate and config.separate_regions is None
+    use_prior = config.class_prior if config.class_prior is not None else \
+        model.class_map.n_classes <= MAX_PRIOR_CLASSES
+    if not (decide or use_prior):
+        model.class_prior = None  # an earlier estimate does not fit the new weights
+        return
+    if model.config.dims == 3:
+        probs = _volume_probabilities(model, data)
+    else:
+        probs = [p for _, p in slice_probabilities(model, data, max_side=1024, limit=8, prior=False)]
+    if decide:
+        model.separates_regions = bool(probs) and separators_are_lines(probs)
+        log.info("Thin separators between regions: %s", model.separates_regions)
+    if model.separates_regions and config.class_prior is None:
+        use_prior = False  # the separators' decision replaces the class-frequency correction
+    model.class_prior = None
+    if use_prior and probs:
+        model.class_prior = estimate_class_prior(probs).astype(np.float32)
+        log.info("Estimated class frequencies %s", np.round(model.class_prior, 3))
