@@ -35,11 +35,14 @@ __all__ = [
     "add_data_argument",
     "budget_label",
     "format_table",
+    "markdown_table",
+    "mean_sd",
     "print_report",
     "random_forest",
     "require_data",
     "resolve_methods",
     "run_method",
+    "train_engine",
     "unet",
 ]
 
@@ -289,3 +292,40 @@ def print_report(rows: Sequence[Row], notes: Sequence[str] = (), json_path: str 
     if json_path:
         Path(json_path).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         print(f"rows written to {json_path}")
+
+
+# --------------------------------------------------------------------------- protocol helpers
+
+
+def train_engine(images, labels, *, mode="classes", budget=None, steps=None, device="auto", seed=0,
+                 channel_axis=None, model=None, **train_options):
+    """Train through the engine's front door (`make_trainer`, then `Trainer.run`); return its result.
+
+    ``model`` goes on training that model (the plugin's *Train* after corrections); extra keyword
+    arguments are ``TrainConfig`` fields. Predict with ``result.model.segment(image).labels``.
+    """
+    from src_models import Task, TrainConfig, make_trainer
+
+    config = TrainConfig(time_budget=budget, steps=steps, device=device, seed=seed, **train_options)
+    trainer = make_trainer(list(images), list(labels), task=Task(mode), config=config, model=model,
+                           channel_axis=channel_axis)
+    for _ in trainer.run():
+        pass
+    return trainer.result
+
+
+def mean_sd(values, fmt: str = "{:.3f}") -> str:
+    """``mean ± sd`` of the finite values (sample sd; ``-`` when there are none)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return "-"
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return f"{fmt.format(float(v.mean()))} ± {fmt.format(sd)}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of string cells, columns padded to their widest cell."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])

@@ -1,4 +1,4 @@
-"""DSB 2018 nuclei as objects from simulated strokes (issue 7): instance AP@0.5 of three methods.
+"""DSB 2018 nuclei as objects from simulated strokes: instance AP@0.5 of three methods.
 
 Protocol
 --------
@@ -163,7 +163,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 s budget, 5 eval images")
     parser.add_argument("--dense", action="store_true",
                         help="train the U-Net on the full instance masks of every image that is not held out "
-                             "(the issue's dense row) instead of strokes on 5 images")
+                             "(the dense row) instead of strokes on 5 images")
     add_data_argument(parser)
     args = parser.parse_args(argv)
     budget = args.budget if args.budget is not None else (None if args.steps else 20.0 if args.quick else 120.0)

@@ -1,9 +1,9 @@
-"""Speed and scale of the engine (issue 6): one table, each figure beside its reference.
+"""Speed and scale of the engine: one table, each figure beside its reference.
 
     python bench/speed.py                      # the machine's default device, --big 4096
     python bench/speed.py --device cpu --quick # smoke run, a minute or two
-    python bench/speed.py --big 16384          # the issue's size: 268 Mpx, ~2 min at 2 Mpx/s, far longer on a busy CPU
-    python bench/speed.py --big 0 --stack 200  # the issue's 200 x 2048² stack (800 Mpx)
+    python bench/speed.py --big 16384          # the target size: 268 Mpx, ~2 min at 2 Mpx/s, far longer on a busy CPU
+    python bench/speed.py --big 0 --stack 200  # a 200 x 2048² stack (800 Mpx)
 
 Rows: bare train step (the engine's default model for the device, `UNetModel.new(preset="auto")`,
 forward + backward + AdamW, channels-last and bf16 autocast as the engine uses them), the engine's
@@ -11,7 +11,7 @@ whole loop (`Trainer.run`: sampling + augmentation + step), bare forward vs tile
 `UNetModel.predict`, FLOPs per step (`torch.utils.flop_counter`), Trainer construction to first
 preview, and peak resident memory of streaming prediction of a big memory-mapped uint16 TIFF into a
 memory-mapped TIFF (measured in a fresh subprocess). Every timing is a median after warm-up.
-CPU: batch 4 of 256², predict on 2048²; CUDA: batch 8 of 512² (the issue's GPU reference),
+CPU: batch 4 of 256², predict on 2048²; CUDA: batch 8 of 512² (the GPU reference),
 predict on 4096².
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ from src_models import (
 from src_models.device import PRECISION_CHOICES, cpu_has_native_bf16
 from evaluation.strokes import simulate_strokes
 
-#: The issue's reference figures. CPU: 2 cores, base 16 depth 3, batch 4 of 256².
+#: The target figures. CPU: 2 cores, base 16 depth 3, batch 4 of 256².
 #: CUDA: one H100, base 32 depth 4, bf16 + channels-last, batch 8 of 512² (379 img/s).
 REFERENCE = {
     "cpu": {"train": 3.3, "predict": 2.5, "preview": 15.0},
@@ -237,7 +237,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (smoke test)")
     parser.add_argument("--big", type=int, default=4096, help="side of the streamed uint16 TIFF (0: skip)")
     parser.add_argument("--stack", type=int, default=0,
-                        help="also stream a stack of this many 2048² uint16 slices (the issue's 200: ~5 min on 2 cores)")
+                        help="also stream a stack of this many 2048² uint16 slices (200: ~5 min on 2 cores)")
     parser.add_argument("--separate", action="store_true",
                         help="also stream the --big image with a model that draws thin separators (membranes)")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")

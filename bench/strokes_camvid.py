@@ -84,7 +84,7 @@ def main(argv=None):
     add_common_arguments(parser, [3], "--frames-train", "numbers of training frames")
     parser.add_argument("--dense", action="store_true",
                         help="train on the full labels of the training frames (void stays unpainted) "
-                             "instead of strokes: the issue's dense row")
+                             "instead of strokes: the dense row")
     args = parser.parse_args(argv)
     methods = resolve_methods(args)
     budget = args.budget if args.budget is not None else (

@@ -1,4 +1,4 @@
-"""ISBI 2012 from simulated strokes (issue 5): random-forest anchor vs the U-Net engine.
+"""ISBI 2012 from simulated strokes: random-forest anchor vs the U-Net engine.
 
 Protocol
 --------
@@ -11,8 +11,8 @@ Protocol
 * Evaluation: held-out slices 10, 11, ... (``--eval N``, at most 10), never trained on, scored
   against the dense truth: membrane F1 and IoU, pixel error, adapted Rand error of the interior
   components, mean IoU of the two classes; averaged over slices.
-* ``--dense``: the full truth of the training slices instead of strokes (the issue's dense row;
-  ``--slices-train 10`` trains on all of 0-9). The issue's own dense row trains on all 20
+* ``--dense``: the full truth of the training slices instead of strokes (the dense row;
+  ``--slices-train 10`` trains on all of 0-9). A full-data dense row trains on all 20
   slices and is scored on the challenge's 10 slices kept aside, which are not in ../shared/data;
   here the held-out slices 10-19 stand in.
 
@@ -88,7 +88,7 @@ def main(argv=None):
     add_common_arguments(parser, [1, 3], "--slices-train", "numbers of training slices (from 0-9)")
     parser.add_argument("--dense", action="store_true",
                         help="train on the full truth of the training slices instead of strokes "
-                             "(the issue's dense row)")
+                             "(the dense row)")
     args = parser.parse_args(argv)
     methods = resolve_methods(args)
     if args.dense and "random-forest" in methods:  # 262,144 painted px a slice: sample them

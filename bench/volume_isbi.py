@@ -1,4 +1,4 @@
-"""ISBI 2012 as a volume (issue 7): a 2D U-Net on the painted slices vs a 3D U-Net on blocks.
+"""ISBI 2012 as a volume: a 2D U-Net on the painted slices vs a 3D U-Net on blocks.
 
 Protocol
 --------

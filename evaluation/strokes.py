@@ -16,6 +16,21 @@ image. Whether a class is thin is decided from its distance transform unless tol
 The output follows the project convention: ``0`` = not painted, other values = the class ids of
 ``truth`` that were asked for.
 
+People do not all paint alike, and a default tuned to one simulated person may not hold for the
+next. :func:`simulate_style` paints in one of :data:`STYLES`, so that a benchmark can average
+over several (``bench/protocol.py``):
+
+* ``"traced"``: :func:`simulate_strokes` as it is;
+* ``"centreline"``: thin classes traced along their centre line with a 3 px brush, blob classes
+  crossed by long straight 3 px lines that run to within about 2 px of the region border;
+* ``"dabs"``: many short dabs (blobs of 5-7 px) spread over the regions;
+* ``"thick"``: the traced strokes with a 7-9 px brush (clipped to the class, as always);
+* ``"uneven"``: the traced strokes, but the classes get unequal amounts of paint: their
+  shares are spaced evenly from 1 to 4 in a random order (2 classes: one gets 4x the other).
+
+Every style copies the truth where it paints (never a wrong class) and paints about ``fraction``
+of each image. :func:`simulate_object_style` does the same for instance labels (objects mode).
+
 Examples
 --------
 >>> import numpy as np
@@ -37,7 +52,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk, skeletonize
 
-__all__ = ["class_modes", "simulate_strokes"]
+__all__ = ["STYLES", "class_modes", "simulate_object_style", "simulate_strokes", "simulate_style"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +188,9 @@ def _blob_guide(mask, dist, brush_max, margin):
 
 
 def _paint_2d(truth, ids, modes, fraction, rng, brush, trace_length, blob_length, max_share,
-              margin, out):
-    total = round(fraction * truth.size)
-    budgets = _class_budgets(truth, ids, total, max_share)
+              margin, out, budgets=None):
+    if budgets is None:
+        budgets = _class_budgets(truth, ids, round(fraction * truth.size), max_share)
     for c in ids:
         budget = budgets[c]
         if budget <= 0:
@@ -283,3 +298,189 @@ def simulate_strokes(
         _paint_2d(plane, present, chosen, fraction, rng, brush, trace_length, blob_length,
                   max_share, margin, out[index])
     return out
+
+
+# --------------------------------------------------------------------------- styles
+
+#: Painting styles of :func:`simulate_style`; ``"traced"`` is :func:`simulate_strokes`.
+STYLES = ("traced", "centreline", "dabs", "thick", "uneven")
+
+#: Brush radii of ``"thick"``: disks 7-9 px across.
+THICK_BRUSH = (3, 4)
+#: Largest painted share of a class in ``"uneven"`` over the smallest.
+UNEVEN_RATIO = 4.0
+
+
+def _weighted_budgets(truth, ids, total, weights, max_share):
+    """Split ``total`` pixels over classes in proportion to ``weights``, within each capacity."""
+    capacity = {c: int(max_share * np.count_nonzero(truth == c)) for c in ids}
+    budgets = {c: 0 for c in ids}
+    open_ids = [c for c in ids if capacity[c] > 0]
+    left = total
+    while left > 0 and open_ids:
+        norm = sum(weights[c] for c in open_ids)
+        handed = 0
+        for c in list(open_ids):
+            give = min(max(round(left * weights[c] / norm), 1), capacity[c] - budgets[c], left - handed)
+            budgets[c] += give
+            handed += give
+            if budgets[c] >= capacity[c]:
+                open_ids.remove(c)
+        left -= handed
+        if handed == 0:
+            break
+    return budgets
+
+
+#: Longest straight ``"centreline"`` line (px): across a cell it ends at the border, across a
+#: road or the sky a person stops somewhere.
+_LONGEST_LINE = 200
+
+
+def _centreline_stroke(c, mode, guide, start, rng):
+    """Long 3 px stroke: along the skeleton (thin) or straight across the region (blob)."""
+    if mode == "trace":
+        return _trace_path(guide, start, int(rng.integers(30, 120)), rng), 1
+    return _line_path(guide, start, _LONGEST_LINE, rng), 1
+
+
+def _dab_stroke(c, mode, guide, start, rng):
+    """A dab: a few pixels of path under a 5-7 px brush."""
+    if mode == "trace":
+        return _trace_path(guide, start, int(rng.integers(0, 4)), rng), int(rng.integers(1, 3))
+    return _line_path(guide, start, int(rng.integers(1, 6)), rng), int(rng.integers(2, 4))
+
+
+#: style -> (stroke maker, margin (px) kept by blob strokes' centre line from the border,
+#: largest brush radius).
+_STROKE_MAKERS = {
+    "centreline": (_centreline_stroke, 3.0, 1),
+    "dabs": (_dab_stroke, 4.0, 3),
+}
+
+
+def _paint_styled(plane, ids, modes, budgets, make_stroke, margin, brush_max, rng, out):
+    """Paint each class up to its budget with strokes from ``make_stroke``, clipped to the truth."""
+    for c in ids:
+        budget = budgets[c]
+        if budget <= 0:
+            continue
+        mask = plane == c
+        if modes[c] == "trace":
+            guide = skeletonize(mask)
+            starts = np.argwhere(guide)
+            weight = np.ones(len(starts))
+        else:
+            guide, starts, weight = _blob_guide(
+                mask, ndimage.distance_transform_edt(mask), brush_max, margin)
+        if len(starts) == 0:
+            continue
+        cumulative = np.cumsum(weight) / weight.sum()
+        painted, misses = 0, 0
+        while painted < budget and misses < 50:
+            pick = min(int(np.searchsorted(cumulative, rng.random())), len(starts) - 1)
+            path, radius = make_stroke(c, modes[c], guide, starts[pick], rng)
+            window, crop = _stamp(path, radius, plane.shape)
+            new = crop & mask[window] & (out[window] == 0)
+            n_new = int(np.count_nonzero(new))
+            if n_new == 0:
+                misses += 1
+                continue
+            out[window][new] = c
+            painted += n_new
+
+
+def simulate_style(
+    truth: np.ndarray,
+    classes: Iterable[int],
+    style: str = "traced",
+    fraction: float = 0.015,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """Paint sparse strokes of the given classes in one of the :data:`STYLES`.
+
+    Parameters
+    ----------
+    truth : np.ndarray
+        Dense class-id image ``(H, W)``, or a stack ``(..., H, W)`` painted slice by slice.
+    classes : iterable of int
+        Classes to paint (positive ids); other ids (void = 0) are never painted.
+    style : str
+        One of :data:`STYLES` (see the module docstring).
+    fraction : float
+        Target share of painted pixels per 2D image, all classes together, in ``(0, 1]``.
+    rng : numpy.random.Generator, int or None
+        Random source (a seed makes the strokes reproducible).
+
+    Returns
+    -------
+    np.ndarray
+        Painted labels with ``truth``'s shape: ``0`` = not painted, else the true class id;
+        uint8 when every id fits, else uint16 or uint32.
+    """
+    if style not in STYLES:
+        raise ValueError(f"The stroke style must be one of {STYLES}; got {style!r}.")
+    if style == "traced":
+        return simulate_strokes(truth, classes, fraction, rng)
+    if style == "thick":
+        return simulate_strokes(truth, classes, fraction, rng, brush=THICK_BRUSH)
+    truth = np.asarray(truth)
+    ids = sorted({int(c) for c in classes})
+    if truth.ndim < 2:
+        raise ValueError(f"Strokes need an image of at least 2 dimensions; got shape {truth.shape}.")
+    if not ids or min(ids) <= 0:
+        raise ValueError(f"Class ids must be positive (0 means 'not painted'); got {ids}.")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"The painted fraction must lie in (0, 1]; got {fraction}.")
+    rng = np.random.default_rng(rng)
+    dtype = np.uint8 if max(ids) <= 0xFF else np.uint16 if max(ids) <= 0xFFFF else np.uint32
+    out = np.zeros(truth.shape, dtype=dtype)
+    for index in np.ndindex(truth.shape[:-2]):
+        plane = truth[index]
+        modes = class_modes(plane, ids)
+        present = [c for c in ids if c in modes]
+        if not present:
+            continue
+        total = round(fraction * plane.size)
+        if style == "uneven":
+            shares = np.linspace(1.0, UNEVEN_RATIO, len(present)) if len(present) > 1 else np.ones(1)
+            weights = dict(zip(present, rng.permutation(shares)))
+            budgets = _weighted_budgets(plane, present, total, weights, 0.5)
+            _paint_2d(plane, present, modes, fraction, rng, (1, 2), (15, 60), (8, 40), 0.5, 6.0,
+                      out[index], budgets=budgets)
+        else:
+            make_stroke, margin, brush_max = _STROKE_MAKERS[style]
+            budgets = _class_budgets(plane, present, total, 0.5)
+            _paint_styled(plane, present, modes, budgets, make_stroke, margin, brush_max, rng,
+                          out[index])
+    return out
+
+
+def simulate_object_style(
+    instances: np.ndarray,
+    style: str = "traced",
+    fraction: float = 0.02,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """Objects-mode strokes from instance labels: ``1`` = background, object id + 1 inside objects.
+
+    The styles see two classes (background, object); each painted object pixel then takes its
+    own object's id + 1, so a stroke across two touching objects gives both their own ids.
+
+    Parameters
+    ----------
+    instances : np.ndarray
+        Instance labels ``(H, W)``: 0 = background, 1..N = one id per object.
+    style, fraction, rng
+        As for :func:`simulate_style`.
+
+    Returns
+    -------
+    np.ndarray
+        uint32 labels: 0 = not painted, 1 = background, ``n + 1`` = object ``n``.
+    """
+    instances = np.asarray(instances)
+    classes = np.where(instances > 0, 2, 1).astype(np.uint8)
+    strokes = simulate_style(classes, (1, 2), style, fraction, rng)
+    objects = instances.astype(np.int64) + 1
+    return np.where(strokes == 1, 1, np.where(strokes == 2, objects, 0)).astype(np.uint32)

@@ -16,6 +16,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QProgressBar, QPushButton
 
 from . import _layers
+from ._messages import user_sentence
 from ._workers import PredictJob, ProgressBox, predict_jobs, start
 
 __all__ = ["PredictSection", "SCOPES", "stream_path"]
@@ -143,7 +144,7 @@ class PredictSection(QGroupBox):
 
     def _on_error(self, error: BaseException) -> None:
         log.error("prediction failed", exc_info=error)
-        show_error(f"Prediction failed: {error}")
+        show_error(f"Prediction failed: {user_sentence(error)}")
 
     def _on_finished(self) -> None:
         self._poll_timer.stop()

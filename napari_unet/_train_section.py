@@ -21,6 +21,7 @@ from src_models import STROKE_STEPS, InputError, Task, TrainConfig, Trainer, mak
 
 from . import _layers
 from ._loss_plot import LossPlot
+from ._messages import user_sentence
 from ._workers import start, train_with_previews
 
 __all__ = ["TrainSection"]
@@ -126,7 +127,7 @@ class TrainSection(QGroupBox):
                                    model=model, channel_axis=info.channel_axis, class_names=owner.class_names(),
                                    defer_prepare=True)
         except InputError as error:  # one sentence for the user
-            show_error(str(error))
+            show_error(user_sentence(error))
             return False
         self._trainer, self._image, self._painted = trainer, image, annotation
         self._cancel = threading.Event()
@@ -225,7 +226,7 @@ class TrainSection(QGroupBox):
 
     def _on_error(self, error: BaseException) -> None:
         log.error("training failed", exc_info=error)
-        show_error(f"Training failed: {error}")
+        show_error(f"Training failed: {user_sentence(error)}")
 
     def _on_finished(self) -> None:
         if self._painted is not None:

@@ -43,6 +43,7 @@ from src_models import (
     PRESET_CHOICES,
     InputError,
     TileConfig,
+    TrainConfig,
     UNetModel,
     pick_device,
     write_labels_tiff,
@@ -50,6 +51,7 @@ from src_models import (
 
 from . import _layers
 from ._classes import ClassTable
+from ._messages import user_sentence
 from ._predict_section import PredictSection
 from ._train_section import TrainSection
 
@@ -161,7 +163,8 @@ class UNetWidget(QWidget):
         self._volume_check = QCheckBox("3D network (stacks)")
         self._volume_check.setToolTip("A new model sees blocks of the stack (3x3x3 convolutions) instead of one "
                                       "slice at a time; classes mode, stacks (Z, Y, X) only.")
-        self._z_ratio_spin = QDoubleSpinBox(minimum=0.05, maximum=100.0, value=1.0, singleStep=0.5, decimals=2)
+        self._z_ratio_spin = QDoubleSpinBox(minimum=0.05, maximum=100.0, value=TrainConfig().z_ratio, singleStep=0.5,
+                                             decimals=2)
         self._z_ratio_spin.setToolTip("Z voxel size / XY voxel size (from the image layer's scale when it has one): "
                                       "Z is pooled and convolved only where it is not much coarser than Y and X.")
         volume_row = QHBoxLayout()
@@ -360,7 +363,7 @@ class UNetWidget(QWidget):
         try:
             model = UNetModel.load(path, device=self._device_combo.currentText())
         except (InputError, OSError) as error:  # ModelFileError is an InputError
-            show_error(f"Could not load the model: {error}")
+            show_error(f"Could not load the model: {user_sentence(error)}")
             return None
         model.precision = self.precision()
         self.set_model(model)

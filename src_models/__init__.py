@@ -24,7 +24,8 @@ from .errors import Cancelled, InputError, ModelFileError, WriteError
 from .images import ImageView, Normalization, guess_channel_axis
 from .io import STREAM_PIXELS, read_image, read_labels, write_labels_tiff
 from .model import UNet
-from .segmenter import PLANE_CONTEXT, Segmentation, UNetModel
+from .segmentation import PLANE_CONTEXT, Segmentation
+from .segmenter import UNetModel
 from .task import Mode, Task
 from .training import STROKE_STEPS, Progress, Trainer, TrainResult, fit, make_trainer
 

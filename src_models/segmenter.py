@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import mmap
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,71 +20,20 @@ from .config import TileConfig, UNetConfig, preset_config
 from .device import autocast, pick_device, uses_bf16
 from .errors import InputError
 from .images import ImageView, Normalization
-from . import io as image_io
+from .memory import release_file_pages, smaller_after_out_of_memory
 from .model import UNet
-from .objects import predict_objects
+from .segmentation import Segmentation, segment
 from .separation import separate_regions_in_rows
 from .task import Task
 from .tiling import count_tiles, count_volume_blocks, predict_tiled, predict_volume_tiled
 
-__all__ = ["UNetModel", "Segmentation", "PLANE_CONTEXT"]
+__all__ = ["UNetModel"]
 
 log = logging.getLogger(__name__)
-
-#: A 3D network segments one plane of a stack from a slab of this many planes on each side of it.
-PLANE_CONTEXT = 8
 
 #: Largest number of output floats (classes x pixels) accumulated at once; bigger images go in bands.
 _MAX_REGION_FLOATS = 64 * 2**20
 
-
-def _release_file_pages(*arrays) -> None:
-    """Let the kernel drop the pages of memory-mapped files read or written so far.
-
-    Streaming a big memory-mapped TIFF touches every page of the input and of the output;
-    they count as this process's resident memory until the kernel needs them back. Written
-    pages are flushed first, so nothing is lost; later reads fault them in again from disk.
-    """
-    for array in arrays:
-        base = array
-        while base is not None and getattr(base, "_mmap", None) is None:
-            base = getattr(base, "base", None)
-        mapped = getattr(base, "_mmap", None)
-        if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            continue
-        try:
-            if getattr(base, "flags", None) is not None and base.flags.writeable:
-                mapped.flush()
-            mapped.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # closed, or not allowed here: only memory use is at stake
-            pass
-
-
-@dataclass
-class Segmentation:
-    """What `UNetModel.segment` returns.
-
-    Attributes
-    ----------
-    labels : ndarray
-        Class ids (the ids the user painted), or in objects mode one id per object (0 =
-        background); the image's shape less its channel axis (one plane or a region of it
-        when asked). A memory map of ``streamed_to`` when the result was streamed.
-    metadata : dict
-        What a TIFF of ``labels`` should carry: class ids and names, or ``{"mode": "objects"}``.
-    classes : ndarray or None
-        Objects mode with ``semantic=True``: the predicted classes (background, interior, boundary).
-    probabilities : ndarray or None
-        With ``probabilities=True``: class probabilities ``(*stack, K, H, W)``.
-    streamed_to : Path or None
-        The TIFF the labels were written into, band by band, when the image was big.
-    """
-
-    labels: np.ndarray
-    metadata: dict
-    classes: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
-    streamed_to: Path | None = None
 
 
 class UNetModel:
@@ -314,94 +260,10 @@ class UNetModel:
             batch_size=tile.batch_size, multiple=self.config.size_multiple, region=region,
             progress=progress, cancel=cancel, carry=carry)
 
-    def segment(self, image, *, channel_axis: int | None = None, plane: tuple[int, ...] | None = None,
-                region: tuple[int, int, int, int] | None = None, stream_to=None, overwrite: bool = False,
-                tile: TileConfig | None = None, argmax: bool = False, semantic: bool = False,
-                probabilities: bool = False, progress: Callable[[int, int], None] | None = None, cancel=None,
-                notice: Callable[[str], None] | None = None) -> Segmentation:
-        """Segment an image, one plane of a stack, or a region, the way this model's `task` wants.
-
-        The one front door for prediction: objects or classes, 2D or 3D, in memory or streamed,
-        is decided here.
-
-        Parameters
-        ----------
-        image : array-like
-            NumPy, dask, zarr or memory-mapped; 2D, with a channel axis, or a stack.
-        channel_axis : int, optional
-            Channel axis of ``image`` (``-1`` for RGB); None for grey.
-        plane : tuple of int, optional
-            Segment only this plane of a stack (its position along the stack axes); a 3D model
-            reads `PLANE_CONTEXT` planes on each side of it.
-        region : (y0, y1, x0, x1), optional
-            Only this window (with the whole image's normalisation and real context around it).
-        stream_to : path, optional
-            When the image has more than `io.STREAM_PIXELS` pixels (classes mode, whole image),
-            the labels are written band by band into an uncompressed TIFF there, complete or
-            absent; smaller images are segmented in memory and nothing is written.
-        overwrite : bool
-            Whether ``stream_to`` may replace an existing file.
-        tile : TileConfig, optional
-            Default: `default_tile` for the model's device.
-        argmax : bool
-            The most likely class per pixel, even for a model that `separates_regions`.
-        semantic : bool
-            Objects mode: also return the predicted classes.
-        probabilities : bool
-            Also return the class probabilities (not when streaming).
-        progress, cancel, notice
-            As for `predict`.
-        """
-        view = ImageView(image, channel_axis)
-        objects = self.task.objects
-        metadata = self.labels_metadata()
-        options = dict(tile=tile, progress=progress, cancel=cancel, notice=notice)
-        if plane is not None:
-            image, channel_axis, at = self._plane_source(view, tuple(int(i) for i in plane))
-            if at is not None:  # a 3D model: a slab of planes around the one asked for
-                labels, probs = self.predict(image, channel_axis=channel_axis, region=region, probabilities=True,
-                                             **options)
-                return Segmentation(labels[at], metadata, probabilities=probs[at] if probabilities else None)
-            view = ImageView(image, channel_axis)
-        if objects:
-            instances, classes, probs = predict_objects(self, image, channel_axis=channel_axis, region=region,
-                                                        **options)
-            return Segmentation(instances, metadata, classes=classes if semantic else None,
-                                probabilities=probs if probabilities else None)
-        separate = False if argmax else None
-        big = int(np.prod(view.shape, dtype=np.int64)) > image_io.STREAM_PIXELS
-        if stream_to is not None and big and plane is None and region is None and not probabilities:
-            with image_io.StreamedLabels(stream_to, view.shape, self.class_map.dtype, overwrite=overwrite,
-                                metadata=metadata) as streamed:
-                self.predict(image, channel_axis=channel_axis, out=streamed.array, separate=separate, **options)
-            return Segmentation(streamed.array, metadata, streamed_to=Path(stream_to))
-        if probabilities:
-            labels, probs = self.predict(image, channel_axis=channel_axis, region=region, probabilities=True,
-                                         separate=separate, **options)
-            return Segmentation(labels, metadata, probabilities=probs)
-        labels = self.predict(image, channel_axis=channel_axis, region=region, separate=separate, **options)
-        return Segmentation(labels, metadata)
-
-    def _plane_source(self, view: ImageView, plane: tuple[int, ...]):
-        """``(image, channel_axis, at)`` to segment ``plane`` of ``view``: the plane itself for a
-        2D model (``at`` None), a slab around it for a 3D one (``at``: the plane's place in it)."""
-        stack = view.stack_shape
-        if len(plane) != len(stack) or not all(0 <= p < n for p, n in zip(plane, stack)):
-            raise InputError(f"Plane {plane} is not a plane of a stack of shape {stack}.")
-        axes = [a for a in range(len(view.source.shape)) if a != view.channel_axis][:len(stack)]
-        index: list = [slice(None)] * len(view.source.shape)
-        at = None
-        if self.config.dims == 3:
-            z = plane[0]
-            z0, z1 = max(0, z - PLANE_CONTEXT), min(stack[0], z + PLANE_CONTEXT + 1)
-            index[axes[0]], at = slice(z0, z1), z - z0
-        else:
-            for axis, p in zip(axes, plane):
-                index[axis] = p
-        channel_axis = view.channel_axis
-        if channel_axis is not None:
-            channel_axis -= sum(1 for a in axes if a < channel_axis and isinstance(index[a], int))
-        return view.source[tuple(index)], channel_axis, at
+    def segment(self, image, **options) -> Segmentation:
+        """Segment an image, one plane of a stack, or a region, the way this model's `task` wants:
+        the front door for prediction (see `segmentation.segment` for the options)."""
+        return segment(self, image, **options)
 
     def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
                 probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -507,7 +369,7 @@ class UNetModel:
                     if probs is not None:
                         probs[(*stack_idx, slice(None), rows)] = region_probs
                     if len(bands) > 1 or view.n_slices > 1:
-                        _release_file_pages(view.source, labels)
+                        release_file_pages(view.source, labels)
         finally:
             self.net.train(was_training)
         return (labels, probs) if probabilities else labels
@@ -544,14 +406,14 @@ class UNetModel:
                         cancel=cancel)
                     return
                 except torch.OutOfMemoryError:  # blocks already written are written again
-                    tile = self._after_out_of_memory(tile, original, notice)
+                    tile = smaller_after_out_of_memory(self, tile, original, notice)
         finally:
             self.net.train(was_training)
 
     def _probabilities_or_retry(self, read, height, width, tile: TileConfig, *, region, progress, cancel,
                                 notice=None, carry: dict | None = None) -> tuple[np.ndarray, TileConfig]:
         """`probabilities` of one band, retried with smaller settings after running out of
-        memory (`_after_out_of_memory`). Returns the probabilities and the tile settings that
+        memory (`memory.smaller_after_out_of_memory`). Returns the probabilities and the tile settings that
         worked (used for the following bands)."""
         original = tile
         while True:
@@ -559,42 +421,9 @@ class UNetModel:
                 return self.probabilities(read, height, width, tile, region=region, progress=progress,
                                           cancel=cancel, carry=carry), tile
             except torch.OutOfMemoryError:
-                tile = self._after_out_of_memory(tile, original, notice)
+                tile = smaller_after_out_of_memory(self, tile, original, notice)
                 if carry is not None:
                     carry.clear()  # tiles of the old size do not fit the new grid
-
-    def _after_out_of_memory(self, tile: TileConfig, original: TileConfig, notice=None) -> TileConfig:
-        """The tile settings to retry with after the device ran out of memory.
-
-        Steps: half the tiles per batch (2D, down to 1), then half the tile side (while the core
-        keeps at least two pooling multiples), then, for a 3D network, half the block depth
-        (while it exceeds its halos), then the CPU with the original settings. On the CPU,
-        with nothing smaller left, raises `InputError`.
-        """
-        where = "GPU" if self.device.type == "cuda" else self.device.type.upper()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        smaller, shallower = tile.tile_size // 2, tile.z_tile // 2
-        if self.config.dims == 2 and tile.batch_size > 1:  # a 3D network predicts one block at a time
-            tile = dataclasses.replace(tile, batch_size=tile.batch_size // 2)
-            message = f"{where} out of memory: retrying with {tile.batch_size} tile(s) per batch."
-        elif smaller >= 2 * tile.halo + 2 * self.config.size_multiple:
-            tile = dataclasses.replace(tile, tile_size=smaller)
-            message = f"{where} out of memory: retrying with {smaller}-pixel tiles."
-        elif self.config.dims == 3 and shallower > 2 * tile.z_halo:
-            tile = dataclasses.replace(tile, z_tile=shallower)
-            message = f"{where} out of memory: retrying with blocks of {shallower} planes."
-        elif self.device.type != "cpu":
-            self.to("cpu")
-            tile = original
-            message = f"{where} out of memory even with the smallest tiles: predicting on the CPU (slower)."
-        else:
-            raise InputError(f"Out of memory even with {tile.tile_size}-pixel tiles: close other programs, "
-                             "or predict a smaller region or fewer planes at a time.")
-        log.warning(message)
-        if notice is not None:
-            notice(message)
-        return tile
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path) -> None:

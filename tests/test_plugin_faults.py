@@ -102,3 +102,18 @@ def test_precision_and_stream_folder_are_widget_settings_passed_to_the_engine(do
     from napari_unet._predict_section import stream_path
 
     assert stream_path(widget.stream_folder, "img prediction") == tmp_path / "img_prediction.tif"
+
+
+def test_engine_sentences_get_the_name_of_the_control_that_fixes_them():
+    from napari_unet._messages import user_sentence
+    from src_models import InputError
+
+    try:
+        try:
+            raise InputError("Training diverged at step 3; train again in fp32 precision.", setting="precision")
+        except InputError as engine_error:
+            raise WorkerError(str(engine_error)) from engine_error
+    except WorkerError as error:
+        text = user_sentence(error)
+    assert text.startswith("Training diverged") and text.endswith("(see Precision in 2. Model)")
+    assert user_sentence(ValueError("plain")) == "plain"
