@@ -48,27 +48,9 @@ from bench._common import (
     train_engine,
 )
 from bench.protocol import SPLITS, isbi
-from evaluation.strokes import STYLES
+from evaluation.strokes import STYLES, even_shares
 
 CLASSES = (1, 2)  # ISBI: membrane, interior
-
-
-def _even_shares(total, capacity):
-    """Split ``total`` evenly over the keys of ``capacity``; a key that cannot hold its share hands it on."""
-    shares = {k: 0 for k in capacity}
-    open_keys = [k for k in capacity if capacity[k] > 0]
-    left = total
-    while left > 0 and open_keys:
-        each = max(left // len(open_keys), 1)
-        for k in list(open_keys):
-            give = min(each, capacity[k] - shares[k], left)
-            shares[k] += give
-            left -= give
-            if shares[k] >= capacity[k]:
-                open_keys.remove(k)
-            if left == 0:
-                break
-    return shares
 
 
 def _paint_largest(out, wrong, class_id, budget):
@@ -102,7 +84,7 @@ def correct(labels, truth, prediction, fraction, classes=CLASSES):
     over the largest wrong regions of ``prediction``, about ``fraction`` of the pixels in all."""
     out = labels.copy()
     wrong = {c: (truth == c) & (prediction != c) & (labels == 0) for c in classes}
-    shares = _even_shares(round(fraction * truth.size), {c: int(np.count_nonzero(w)) for c, w in wrong.items()})
+    shares = even_shares(round(fraction * truth.size), {c: int(np.count_nonzero(w)) for c, w in wrong.items()})
     for c in classes:
         _paint_largest(out, wrong[c], c, shares[c])
     return out

@@ -7,15 +7,15 @@
 # The data travel with the working tree (.gpudata is git-ignored, so it must be carried). Once, in the checkout:
 #   mkdir -p .gpudata && cp -r ../shared/data/isbi2012 ../shared/data/dsb2018 .gpudata/
 # then run `bash bench/gpu_rows.sh [DATA_DIR]` on the GPU machine (DATA_DIR defaults to .gpudata).
-# Everything printed also lands in $OUT (or /tmp/gpu_rows): gpu_rows.log, and the ISBI rows as JSON.
+# Everything printed also lands in OUT_DIR (default /tmp/gpu_rows): gpu_rows.log, and the ISBI rows as JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-data="${1:-$PWD/.gpudata}"
+data="${1:-$PWD/.gpudata}"   # bash bench/gpu_rows.sh [DATA_DIR [DEVICE [OUT_DIR]]]
+device="${2:-cuda}"           # cpu checks the wiring here (slowly)
+out="${3:-/tmp/gpu_rows}"
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-out="${OUT:-/tmp/gpu_rows}"
 mkdir -p "$out"
 python=$(command -v python3 || command -v python)
-device="${DEVICE:-cuda}"  # DEVICE=cpu checks the wiring here (slowly)
 log="$out/gpu_rows.log"
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log it, go on after a failure

@@ -52,7 +52,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk, skeletonize
 
-__all__ = ["STYLES", "class_modes", "simulate_object_style", "simulate_strokes", "simulate_style"]
+__all__ = ["STYLES", "class_modes", "even_shares", "simulate_object_style", "simulate_strokes", "simulate_style"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,23 +147,39 @@ def _line_path(eligible: np.ndarray, start: np.ndarray, length: int, rng: np.ran
     return np.array(points, dtype=np.int64)
 
 
-def _class_budgets(truth: np.ndarray, ids: list[int], total: int, max_share: float) -> dict[int, int]:
-    """Split ``total`` pixels evenly over classes; a class gives what it cannot hold to the others."""
-    capacity = {c: int(max_share * np.count_nonzero(truth == c)) for c in ids}
-    budgets = {c: 0 for c in ids}
-    open_ids = [c for c in ids if capacity[c] > 0]
+def even_shares(total: int, capacity: dict) -> dict:
+    """Split ``total`` evenly over the keys of ``capacity``; a key that cannot hold its share hands
+    the rest on to the others."""
+    shares = {k: 0 for k in capacity}
+    open_keys = [k for k in capacity if capacity[k] > 0]
     left = total
-    while left > 0 and open_ids:
-        share = max(left // len(open_ids), 1)
-        for c in list(open_ids):
-            give = min(share, capacity[c] - budgets[c], left)
-            budgets[c] += give
+    while left > 0 and open_keys:
+        each = max(left // len(open_keys), 1)
+        for k in list(open_keys):
+            give = min(each, capacity[k] - shares[k], left)
+            shares[k] += give
             left -= give
-            if budgets[c] >= capacity[c]:
-                open_ids.remove(c)
+            if shares[k] >= capacity[k]:
+                open_keys.remove(k)
             if left == 0:
                 break
-    return budgets
+    return shares
+
+
+def _class_budgets(truth: np.ndarray, ids: list[int], total: int, max_share: float) -> dict[int, int]:
+    """Split ``total`` pixels evenly over classes; a class gives what it cannot hold to the others."""
+    return even_shares(total, {c: int(max_share * np.count_nonzero(truth == c)) for c in ids})
+
+
+def _stroke_starts(mask: np.ndarray, mode: str, brush_max: float, margin):
+    """``(guide, starts, weights)`` of a class: where its strokes may run and start, and the
+    start points' sampling weights; along the skeleton of thin classes (``mode`` "trace"),
+    inside blobs otherwise (`_blob_guide`)."""
+    if mode == "trace":
+        guide = skeletonize(mask)
+        starts = np.argwhere(guide)
+        return guide, starts, np.ones(len(starts))
+    return _blob_guide(mask, ndimage.distance_transform_edt(mask), brush_max, margin)
 
 
 def _blob_guide(mask, dist, brush_max, margin):
@@ -191,37 +207,14 @@ def _paint_2d(truth, ids, modes, fraction, rng, brush, trace_length, blob_length
               margin, out, budgets=None):
     if budgets is None:
         budgets = _class_budgets(truth, ids, round(fraction * truth.size), max_share)
-    for c in ids:
-        budget = budgets[c]
-        if budget <= 0:
-            continue
-        mask = truth == c
-        if modes[c] == "trace":
-            guide = skeletonize(mask)
-            starts = np.argwhere(guide)
-            weight = np.ones(len(starts))
-        else:
-            guide, starts, weight = _blob_guide(
-                mask, ndimage.distance_transform_edt(mask), brush[1], margin)
-        cumulative = np.cumsum(weight) / weight.sum()
-        painted, misses = 0, 0
-        while painted < budget and misses < 50:
-            pick = min(int(np.searchsorted(cumulative, rng.random())), len(starts) - 1)
-            start = starts[pick]
-            radius = int(rng.integers(brush[0], brush[1] + 1))
-            if modes[c] == "trace":
-                path = _trace_path(guide, start, int(rng.integers(*trace_length)), rng)
-            else:
-                path = _line_path(guide, start, int(rng.integers(*blob_length)), rng)
-            window, crop = _stamp(path, radius, truth.shape)
-            new = crop & mask[window] & (out[window] == 0)
-            n_new = int(np.count_nonzero(new))
-            if n_new == 0:
-                misses += 1
-                continue
-            out[window][new] = c
-            painted += n_new
-        logger.debug("class %d (%s): painted %d of %d budgeted pixels", c, modes[c], painted, budget)
+
+    def traced(c, mode, guide, start, rng):
+        radius = int(rng.integers(brush[0], brush[1] + 1))
+        if mode == "trace":
+            return _trace_path(guide, start, int(rng.integers(*trace_length)), rng), radius
+        return _line_path(guide, start, int(rng.integers(*blob_length)), rng), radius
+
+    _paint_styled(truth, ids, modes, budgets, traced, margin, brush[1], rng, out)
 
 
 def simulate_strokes(
@@ -366,13 +359,7 @@ def _paint_styled(plane, ids, modes, budgets, make_stroke, margin, brush_max, rn
         if budget <= 0:
             continue
         mask = plane == c
-        if modes[c] == "trace":
-            guide = skeletonize(mask)
-            starts = np.argwhere(guide)
-            weight = np.ones(len(starts))
-        else:
-            guide, starts, weight = _blob_guide(
-                mask, ndimage.distance_transform_edt(mask), brush_max, margin)
+        guide, starts, weight = _stroke_starts(mask, modes[c], brush_max, margin)
         if len(starts) == 0:
             continue
         cumulative = np.cumsum(weight) / weight.sum()
@@ -388,6 +375,7 @@ def _paint_styled(plane, ids, modes, budgets, make_stroke, margin, brush_max, rn
                 continue
             out[window][new] = c
             painted += n_new
+        logger.debug("class %d (%s): painted %d of %d budgeted pixels", c, modes[c], painted, budget)
 
 
 def simulate_style(

@@ -80,7 +80,7 @@ class PredictSection(QGroupBox):
             sources = [layer for layer in owner.viewer.layers if isinstance(layer, Image)]
         else:
             sources = [layer for layer in [owner.image_layer()] if layer is not None]
-        expected = owner.model.config.in_channels
+        expected = owner.model.image_channels
         jobs, skipped = [], []
         for layer in sources:
             info = _layers.image_info(layer)

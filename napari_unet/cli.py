@@ -250,7 +250,7 @@ def _predict(args) -> int:
     for path, target in zip(args.images, targets):
         image = open_image_lazily(path)  # the engine reads what it needs, tile by tile
         try:
-            axis = guess_channel_axis(image.shape, n_channels=model.config.in_channels)
+            axis = guess_channel_axis(image.shape, n_channels=model.image_channels)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
         bar = _progress_bar(None, Path(path).name, args.quiet, "tile")

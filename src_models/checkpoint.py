@@ -25,7 +25,8 @@ from safetensors.torch import save as serialize
 
 from .classmap import MAX_CLASS_ID, ClassMap
 from .config import UNetConfig
-from .errors import ModelFileError, WriteError
+from .errors import InputError, ModelFileError, WriteError
+from .features import FilterFeatures
 from .images import Normalization
 from .model import UNet
 
@@ -169,6 +170,11 @@ def read_model(path, device=None) -> ModelParts:
     config = _architecture(path, meta.get("architecture"))
     class_map = _classes(path, meta.get("classes"), config.n_classes)
     normalization = _normalization(path, meta.get("normalization"))
+    features = normalization.features
+    if features is not None:
+        channels = features.image_channels(config.in_channels)
+        if channels is None or len(features.mean) != channels * features.per_channel:
+            raise _damaged(path, "filter features that do not fit the network's input channels")
     info = meta.get("info")
     if info is None:
         info = {}
@@ -254,7 +260,13 @@ def _normalization(path: Path, data) -> Normalization:
     low, high = data.get("low", Normalization.low), data.get("high", Normalization.high)
     if not (_is_number(low) and _is_number(high) and 0 <= low < high <= 100):
         raise _damaged(path, f"normalisation percentiles {low!r} and {high!r}, which need 0 <= low < high <= 100")
-    return Normalization(float(low), float(high))
+    features = None
+    if data.get("features") is not None:
+        try:
+            features = FilterFeatures.from_dict(data["features"])
+        except (InputError, TypeError, ValueError) as error:
+            raise _damaged(path, f"filter features that do not hold together ({error})") from None
+    return Normalization(float(low), float(high), features)
 
 
 def _class_prior(path: Path, data, n_classes: int) -> np.ndarray | None:

@@ -235,6 +235,10 @@ class TrainConfig(_Record):
     default: on ISBI strokes it was no better at 1,500 steps and held up better, but still
     lost Rand error, from 1,500 to 3,000 (bench/JOURNAL.md).
 
+    ``filter_features`` gives a new 2D network the random forest's filter responses
+    (`features.FilterFeatures`: smoothed intensity, edges and texture at scales 1-16) as extra
+    input channels beside the image; the recipe is stored with the model.
+
     ``precision``: ``"auto"`` runs the network under bf16 autocast on CUDA and on CPUs with
     hardware bf16, ``"bf16"``/``"fp32"`` force it (`device.uses_bf16`). The time budget's
     default is `DEFAULT_TIME_BUDGET`. Every field is checked; a value out of range raises
@@ -272,6 +276,7 @@ class TrainConfig(_Record):
     patch_depth: int = 16
     ema_decay: float = 0.0
     precision: str = "auto"
+    filter_features: bool = False
 
     def __post_init__(self):
         if self.steps is None and self.time_budget is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
+from .features import FilterFeatures
 
 __all__ = ["ImageView", "Normalization", "guess_channel_axis", "spatial_shape"]
 
@@ -95,7 +96,8 @@ class ImageView:
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-image, per-channel percentile scaling: ``(x - p_low) / (p_high - p_low)``.
+    """How an image becomes network input: per-image, per-channel percentile scaling
+    ``(x - p_low) / (p_high - p_low)``, then optionally `FilterFeatures` as extra channels.
 
     The method (not the numbers) is stored in the model, so prediction scales each new
     image the same way training did, whatever its dtype (uint8, uint16, float).
@@ -103,6 +105,7 @@ class Normalization:
 
     low: float = 1.0
     high: float = 99.8
+    features: FilterFeatures | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.low < self.high <= 100.0:  # also false for NaN
@@ -123,12 +126,42 @@ class Normalization:
         scale = np.where(hi - lo > 1e-6, hi - lo, 1.0)
         return lo.astype(np.float32)[:, None, None], scale.astype(np.float32)[:, None, None]
 
+    def input_channels(self, image_channels: int) -> int:
+        """Network input channels for images of ``image_channels`` channels."""
+        return image_channels if self.features is None else self.features.input_channels(image_channels)
+
+    def image_channels(self, input_channels: int) -> int | None:
+        """Image channels a network of ``input_channels`` inputs takes (None when none fits)."""
+        return input_channels if self.features is None else self.features.image_channels(input_channels)
+
+    def read(self, view: ImageView, s: int, stats, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        """Network input ``(input_channels, h, w)`` of slice ``s`` (window ``ys, xs``) of ``view``.
+
+        With features, the window is read with `FilterFeatures.margin` pixels of context (mirrored
+        beyond the image), so a tile's channels match those of the whole image.
+        """
+        if self.features is None:
+            return view.read_normalized(s, stats, ys, xs)
+        y0, y1, _ = ys.indices(view.height)
+        x0, x1, _ = xs.indices(view.width)
+        m = self.features.margin
+        ey0, ey1, ex0, ex1 = max(0, y0 - m), min(view.height, y1 + m), max(0, x0 - m), min(view.width, x1 + m)
+        block = view.read_normalized(s, stats, slice(ey0, ey1), slice(ex0, ex1))
+        pads = ((0, 0), (m - (y0 - ey0), m - (ey1 - y1)), (m - (x0 - ex0), m - (ex1 - x1)))
+        block = np.pad(block, pads, mode="symmetric")
+        return self.features.network_input(block)[:, m:m + y1 - y0, m:m + x1 - x0]
+
     def to_dict(self) -> dict:
-        return {"kind": "percentile", "low": self.low, "high": self.high}
+        data = {"kind": "percentile", "low": self.low, "high": self.high}
+        if self.features is not None:
+            data["features"] = self.features.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Normalization":
-        return cls(float(data.get("low", 1.0)), float(data.get("high", 99.8)))
+        features = data.get("features")
+        return cls(float(data.get("low", 1.0)), float(data.get("high", 99.8)),
+                   None if features is None else FilterFeatures.from_dict(features))
 
 
 def guess_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...] | None = None,

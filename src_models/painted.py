@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from .classmap import ClassMap, check_label_values
 from .errors import InputError
-from .images import ImageView
+from .images import ImageView, Normalization
 from .losses import border_weight_map
 from .sampling import PatchSampler
 
@@ -127,6 +127,8 @@ class TrainingData:
     sampler : PatchSampler
     stats : list of (offset, scale)
         Each image's intensity scaling (`Normalization.stats`).
+    normalization : Normalization, optional
+        The model's way from image to network input (`Normalization.read`).
     dims : {2, 3}
         2: every painted plane is a slice; 3: each image is one volume.
     border : (w0, sigma) or None
@@ -136,7 +138,8 @@ class TrainingData:
     """
 
     def __init__(self, painted: PaintedImages, class_map: ClassMap, sampler: PatchSampler, stats: list, *,
-                 dims: int, border: tuple[float, float] | None, pseudo_weight: float = 0.5):
+                 dims: int, border: tuple[float, float] | None, pseudo_weight: float = 0.5,
+                 normalization: Normalization | None = None):
         self.painted = painted
         self.views = painted.views
         self.labels = painted.labels
@@ -146,6 +149,7 @@ class TrainingData:
         self.dims = dims
         self.border = border
         self.pseudo_weight = pseudo_weight
+        self.normalization = normalization or Normalization()
         self.pseudo: dict[tuple[int, int], np.ndarray] = {}
         self._pending: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -204,7 +208,7 @@ class TrainingData:
             if not painted.any():
                 self.sampler.remove_slice((i, s))
                 continue
-            image = view.read_normalized(s, self.stats[i])
+            image = self.normalization.read(view, s, self.stats[i])
             weights = self.painted.pixel_weights[i]
             if weights is not None:
                 weight = weights.reshape(-1, view.height, view.width)[s]
@@ -224,7 +228,7 @@ class TrainingData:
         if not (target >= 0).any():
             self.sampler.remove_slice((i,))
             return
-        image = np.stack([view.read_normalized(z, self.stats[i]) for z in range(view.n_slices)], axis=1)
+        image = np.stack([self.normalization.read(view, z, self.stats[i]) for z in range(view.n_slices)], axis=1)
         weight = self.painted.pixel_weights[i]
         if weight is None and self.border:
             weight = np.ones(target.shape, np.float32)
@@ -248,7 +252,7 @@ class TrainingData:
                     continue
 
                 def read(ys, xs, s=s, view=view, stats=self.stats[i]):
-                    return view.read_normalized(s, stats, ys, xs)
+                    return self.normalization.read(view, s, stats, ys, xs)
 
                 yield (i, s), read, view.height, view.width
 

@@ -93,6 +93,11 @@ class UNetModel:
         return self.net.config
 
     @property
+    def image_channels(self) -> int:
+        """Channels of the images the model takes (its network may take filter features beside them)."""
+        return self.normalization.image_channels(self.config.in_channels) or self.config.in_channels
+
+    @property
     def task(self) -> Task:
         """What the model does: classes or objects, 2D or 3D (stored in the model file)."""
         return Task.stored(self.info, self.config.dims)
@@ -311,9 +316,9 @@ class UNetModel:
         """
         tile = tile or self.default_tile()
         view = ImageView(image, channel_axis)
-        if view.n_channels != self.config.in_channels:
+        if view.n_channels != self.image_channels:
             raise InputError(
-                f"The model expects {self.config.in_channels} channel(s) but the image has {view.n_channels}; "
+                f"The model expects {self.image_channels} channel(s) but the image has {view.n_channels}; "
                 "use a model trained on images like this one, or set the channel axis correctly.")
         if self.config.dims == 3 and len(view.stack_shape) != 1:
             raise InputError(f"This is a 3D model: it predicts volumes (Z, Y, X), but the image has shape "
@@ -347,7 +352,7 @@ class UNetModel:
             done_before = 0
             for s in range(view.n_slices):
                 def read(ys, xs, s=s):
-                    return view.read_normalized(s, (offset, scale), ys, xs)
+                    return self.normalization.read(view, s, (offset, scale), ys, xs)
 
                 stack_idx = np.unravel_index(s, view.stack_shape) if view.stack_shape else ()
                 carry: dict = {}
@@ -382,7 +387,7 @@ class UNetModel:
         depth = view.stack_shape[0]
 
         def read_plane(z, ys, xs):
-            return view.read_normalized(z, (offset, scale), ys, xs)
+            return self.normalization.read(view, z, (offset, scale), ys, xs)
 
         def write(zs, ys, xs, core):
             labels[zs, ys, xs] = self.class_map.to_ids(core.argmax(0))

@@ -23,6 +23,8 @@ from .config import TrainConfig, preset_config, preset_name, z_kernels_for, z_po
 from .decisions import decide_after_training, pseudo_labels
 from .device import pick_device
 from .errors import InputError
+from .features import FilterFeatures
+from .images import Normalization
 from .losses import SegmentationLoss, pairwise_smoothness_loss
 from .objects import OBJECT_CLASS_NAMES, ObjectsPreparer
 from .painted import PaintedImages, TrainingData
@@ -133,7 +135,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         #: the labels are strokes (a few per cent of the painted slices), not full masks
         self.from_strokes = not cfg.dense and painted.painted_share(class_map) < 0.5
-        self.model = self._start_model(model, painted.n_channels, class_map)
+        self.model = self._start_model(model, painted, class_map)
         self.model.precision = cfg.precision
         self.model.info.setdefault("steps", 0)
         self.class_map = self.model.class_map
@@ -155,7 +157,7 @@ class Trainer:
         self.data = TrainingData(painted, self.class_map, self.sampler,
                                  [self.model.normalization.stats(v) for v in painted.views], dims=self.dims,
                                  border=(cfg.border_w0, cfg.border_sigma) if use_border else None,
-                                 pseudo_weight=cfg.pseudo_weight)
+                                 pseudo_weight=cfg.pseudo_weight, normalization=self.model.normalization)
         self.views, self.labels = self.data.views, self.data.labels
         self._optimizer = None
         self._augmenter = Augmenter(elastic=cfg.elastic, intensity=True)
@@ -166,21 +168,31 @@ class Trainer:
         #: what the last `run` returned (None before it ends)
         self.result: TrainResult | None = None
 
-    def _start_model(self, model: UNetModel | None, in_channels: int, class_map) -> UNetModel:
+    def _start_model(self, model: UNetModel | None, painted: PaintedImages, class_map) -> UNetModel:
         cfg = self.config
+        in_channels = painted.n_channels
         if model is not None:
-            if model.config.in_channels != in_channels:
-                raise InputError(f"The model expects {model.config.in_channels} channel(s) but the images have "
+            if model.image_channels != in_channels:
+                raise InputError(f"The model expects {model.image_channels} channel(s) but the images have "
                                  f"{in_channels}; start a new model for these images.")
             return model.with_classes(class_map).to(self.device)
         volume, preset = {}, cfg.preset
         if cfg.dims == 3:
+            if cfg.filter_features:
+                raise InputError("Filter features are for 2D networks; turn them off for a 3D one.",
+                                 setting="filter_features")
             depth = preset_config(preset, in_channels, class_map.n_classes, self.device.type).depth
             volume = {"dims": 3, "z_pooling": z_pooling_for(cfg.z_ratio, depth),
                       "z_kernels": z_kernels_for(cfg.z_ratio, depth)}
         else:
             preset = preset_for(preset, self.device.type, self.from_strokes)
-        return UNetModel.new(in_channels, class_map, preset, self.device, seed=cfg.seed, **volume)
+        normalization = Normalization()
+        if cfg.filter_features:
+            normalization = Normalization(features=FilterFeatures().fitted(_painted_crops(painted, normalization)))
+        model = UNetModel.new(normalization.input_channels(in_channels), class_map, preset, self.device,
+                              seed=cfg.seed, **volume)
+        model.normalization = normalization
+        return model
 
     def _patch_shape(self) -> tuple[int, ...]:
         cfg, net = self.config, self.model.config
@@ -374,6 +386,22 @@ class Trainer:
         if cfg.time_budget:
             left.append(cfg.time_budget - elapsed)
         return max(0.0, min(left)) if left else None
+
+
+def _painted_crops(painted: PaintedImages, normalization: Normalization, limit: int = 4,
+                   side: int = 512) -> list[np.ndarray]:
+    """Scaled central crops (at most ``side`` pixels) of up to ``limit`` painted planes: what
+    filter features are fitted on."""
+    crops = []
+    for view, labels in zip(painted.views, painted.labels):
+        stats = normalization.stats(view)
+        flat = labels.reshape(-1, view.height, view.width)
+        for s in np.flatnonzero(flat.reshape(len(flat), -1).any(axis=1))[:limit - len(crops)]:
+            y0, x0 = max(0, (view.height - side) // 2), max(0, (view.width - side) // 2)
+            crops.append(view.read_normalized(int(s), stats, slice(y0, y0 + side), slice(x0, x0 + side)))
+        if len(crops) >= limit:
+            break
+    return crops
 
 
 class WeightAverage:
