@@ -17,7 +17,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QProgressBar, QPushButton, QSpinBox
 
-from src_models import STROKE_STEPS, InputError, Task, TrainConfig, Trainer, make_trainer
+from src_models import DEFAULT_TIME_BUDGET, STROKE_STEPS, InputError, Task, TrainConfig, Trainer, make_trainer
 
 from . import _layers
 from ._loss_plot import LossPlot
@@ -57,9 +57,10 @@ class TrainSection(QGroupBox):
         self._view: _layers.View | None = None
         self._push_timer = QTimer(self, singleShot=True, interval=250)
 
-        self._budget_spin = QDoubleSpinBox(minimum=1, maximum=24 * 3600, value=TrainConfig().time_budget, decimals=0,
-                                           suffix=" s")
-        self._budget_spin.setToolTip("Training stops after this many seconds.")
+        self._budget_spin = QDoubleSpinBox(minimum=0, maximum=24 * 3600, value=0, decimals=0, suffix=" s")
+        self._budget_spin.setSpecialValueText("default")
+        self._budget_spin.setToolTip(f"Training stops after this many seconds. Default: no clock when learning from "
+                                     f"strokes (it ends after the steps), {DEFAULT_TIME_BUDGET:.0f} s for full masks.")
         self._steps_spin = QSpinBox(minimum=0, maximum=10_000_000, value=0)
         self._steps_spin.setSpecialValueText("default")
         self._steps_spin.setToolTip(f"Training also stops after this many steps. Default: {STROKE_STEPS} when "
@@ -102,7 +103,7 @@ class TrainSection(QGroupBox):
 
     def config(self) -> TrainConfig:
         volume = {"z_ratio": self._owner.z_ratio()} if self._owner.volume() else {}
-        return TrainConfig(time_budget=float(self._budget_spin.value()), steps=self._steps_spin.value() or None,
+        return TrainConfig(time_budget=float(self._budget_spin.value()) or None, steps=self._steps_spin.value() or None,
                            preset=self._owner.preset(), device=self._owner.device_name(),
                            precision=self._owner.precision(), **volume)
 

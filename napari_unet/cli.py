@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="labels files, paired with --images in order (0 = not painted)")
     train.add_argument("--out", required=True, metavar="MODEL_FILE", help="model file to write (.safetensors)")
     train.add_argument("--time-budget", type=_number(float, 1e-3, 1e7), default=None, metavar="SECONDS",
-                       help=f"stop after this many seconds (default {DEFAULT_TIME_BUDGET:g} unless --steps is given)")
+                       help="stop after this many seconds (default: none when a step limit ends training, "
+                            f"else {DEFAULT_TIME_BUDGET:g})")
     train.add_argument("--steps", type=_number(int, 1, 10**9), default=None, metavar="N",
                        help=f"stop after N steps (default: {STROKE_STEPS} when learning from strokes in 2D, "
                             "since longer training memorises them; no limit for full masks)")
@@ -173,8 +174,7 @@ def _train(args) -> int:
     if len(axes) > 1:
         raise InputError("Mixed grey and colour images; train on images of one kind.")
     channel_axis = axes.pop()
-    budget = args.time_budget if args.time_budget is not None or args.steps is not None else DEFAULT_TIME_BUDGET
-    config = TrainConfig(time_budget=budget, steps=args.steps, device=args.device, dense=args.dense,
+    config = TrainConfig(time_budget=args.time_budget, steps=args.steps, device=args.device, dense=args.dense,
                          preset=args.preset, seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
                          z_ratio=args.z_ratio, patch_depth=args.patch_depth, precision=args.precision)
     task = Task("objects" if args.objects else "classes", 3 if args.volume else 2)

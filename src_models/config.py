@@ -16,7 +16,7 @@ from .errors import InputError
 __all__ = ["UNetConfig", "TrainConfig", "TileConfig", "PRESETS", "PRESET_CHOICES", "DEFAULT_TIME_BUDGET",
            "MIN_TILE_SIZE", "preset_config", "preset_name", "z_kernels_for", "z_pooling_for"]
 
-#: Seconds a training may run unless told otherwise (the plugin, the command line and `TrainConfig`).
+#: Seconds a training without a step limit (full masks, 3D) runs unless told otherwise.
 DEFAULT_TIME_BUDGET = 120.0
 #: Smallest tile side for prediction: two halos of 32 pixels and a core of 32.
 MIN_TILE_SIZE = 96
@@ -192,11 +192,13 @@ def preset_config(name: str, in_channels: int, n_classes: int, device_type: str 
 class TrainConfig(_Record):
     """How to train from painted labels.
 
-    Training ends after ``steps`` steps or ``time_budget`` seconds, whichever comes first
-    (at least one of them must be set). ``steps=None`` means the default length: when a 2D
-    model learns from strokes (less than half of the painted slices painted, not ``dense``),
-    1,500 steps (`training.STROKE_STEPS`), since longer training from strokes memorises them
-    and does not improve the held-out result; otherwise only the time budget ends training.
+    Training ends after ``steps`` steps or ``time_budget`` seconds, whichever comes first.
+    ``steps=None`` means the default length: when a 2D model learns from strokes (less than
+    half of the painted slices painted, not ``dense``), 1,500 steps (`training.STROKE_STEPS`),
+    since longer training from strokes memorises them; otherwise no step limit.
+    ``time_budget=None`` means no clock when there is a step limit, so that a slow CPU gives the
+    same model as a fast one, only later; without a step limit (full masks, 3D) it means
+    `DEFAULT_TIME_BUDGET` seconds.
     ``dense=True`` treats label 0 as a class (background) instead of "not painted".
     ``preset`` names the size of a new network (`PRESETS`); ``"auto"`` is the small one when a 2D
     model learns from strokes, on any device (the large one learnt less from them in 1,500 steps;
@@ -246,7 +248,7 @@ class TrainConfig(_Record):
     """
 
     steps: int | None = None
-    time_budget: float | None = DEFAULT_TIME_BUDGET
+    time_budget: float | None = None
     batch_size: int = 4
     patch_size: int = 128
     lr: float = 2e-3
@@ -279,8 +281,6 @@ class TrainConfig(_Record):
     filter_features: bool = False
 
     def __post_init__(self):
-        if self.steps is None and self.time_budget is None:
-            raise InputError("Give a number of steps, a time budget, or both.", setting="steps")
         if self.steps is not None:
             _check_number("steps", self.steps, 1, 10**9, integer=True)
         if self.time_budget is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
-from .config import TrainConfig, preset_config, preset_name, z_kernels_for, z_pooling_for
+from .config import DEFAULT_TIME_BUDGET, TrainConfig, preset_config, preset_name, z_kernels_for, z_pooling_for
 from .decisions import decide_after_training, pseudo_labels
 from .device import pick_device
 from .errors import InputError
@@ -165,6 +165,9 @@ class Trainer:
         #: steps after which training ends (None: only the time budget ends it)
         self.step_limit = cfg.steps if cfg.steps is not None else \
             (STROKE_STEPS if self.dims == 2 and self.from_strokes else None)
+        #: seconds after which training ends (None: only the step limit ends it)
+        self.time_budget = cfg.time_budget if cfg.time_budget is not None else \
+            (None if self.step_limit is not None else DEFAULT_TIME_BUDGET)
         #: what the last `run` returned (None before it ends)
         self.result: TrainResult | None = None
 
@@ -223,8 +226,8 @@ class Trainer:
         frac = 0.0
         if self.step_limit:
             frac = max(frac, step / self.step_limit)
-        if self.config.time_budget:
-            frac = max(frac, elapsed / self.config.time_budget)
+        if self.time_budget:
+            frac = max(frac, elapsed / self.time_budget)
         return frac
 
     def _lr(self, step: int, elapsed: float) -> float:
@@ -236,7 +239,7 @@ class Trainer:
         """Train; yields a `Progress` after every step and returns a `TrainResult`.
 
         Stops when `step_limit` (``config.steps``, or `STROKE_STEPS` when that is None and the
-        model learns from strokes in 2D) or ``config.time_budget`` is reached, or at the first
+        model learns from strokes in 2D) or `time_budget` is reached, or at the first
         step boundary after ``cancel`` is set (``stopped=True``, weights kept), or when every
         stroke was erased (``stopped=True`` with a ``message``). The result is also kept as
         `result`.
@@ -273,7 +276,7 @@ class Trainer:
                     stopped = True
                     break
                 if (self.step_limit is not None and step >= self.step_limit) or \
-                        (cfg.time_budget is not None and elapsed >= cfg.time_budget):
+                        (self.time_budget is not None and elapsed >= self.time_budget):
                     break
                 self.data.apply_pending()
                 if pseudo_points and self._progress_fraction(step, elapsed) >= pseudo_points[0]:
@@ -313,7 +316,7 @@ class Trainer:
                 if average is not None:
                     average.update(net)
                 elapsed = time.perf_counter() - start
-                yield Progress(step, loss, elapsed, self._eta(step, elapsed), self.step_limit, cfg.time_budget, lr,
+                yield Progress(step, loss, elapsed, self._eta(step, elapsed), self.step_limit, self.time_budget, lr,
                                notice)
                 notice = None
         finally:
@@ -321,7 +324,7 @@ class Trainer:
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
             self.model.info["train_config"] = cfg.to_dict()
         if not step and not stopped:
-            raise InputError(f"The time budget ({cfg.time_budget:g} s) ended before the first training step; "
+            raise InputError(f"The time budget ({self.time_budget:g} s) ended before the first training step; "
                              "give a longer time budget.", setting="time_budget")
         if average is not None and step:
             average.copy_to(net)
@@ -329,7 +332,7 @@ class Trainer:
             decide_after_training(self.model, self.data, cfg, self._may_separate)
         self.result = TrainResult(
             self.model, step, stopped, time.perf_counter() - start, losses, step_limit=self.step_limit,
-            time_budget=cfg.time_budget, message=message,
+            time_budget=self.time_budget, message=message,
             default_length=cfg.steps is None and self.step_limit is not None and step == self.step_limit)
         return self.result
 
@@ -379,12 +382,11 @@ class Trainer:
                     states["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def _eta(self, step: int, elapsed: float) -> float | None:
-        cfg = self.config
         left = []
         if self.step_limit:
             left.append((self.step_limit - step) * elapsed / step)
-        if cfg.time_budget:
-            left.append(cfg.time_budget - elapsed)
+        if self.time_budget:
+            left.append(self.time_budget - elapsed)
         return max(0.0, min(left)) if left else None
 
 

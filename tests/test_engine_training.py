@@ -346,3 +346,15 @@ def test_3d_prediction_out_of_memory_retries_with_smaller_blocks():
     labels = model.predict(volume, tile=tile, notice=notices.append)
     assert [n.split(": ")[1] for n in notices] == ["retrying with 32-pixel tiles.", "retrying with blocks of 8 planes."]
     assert labels.shape == volume.shape and set(np.unique(labels)) <= {1, 2}
+
+
+def test_training_from_strokes_has_no_clock_by_default_so_a_slow_cpu_gives_the_same_model():
+    from src_models.config import DEFAULT_TIME_BUDGET
+    from src_models.training import STROKE_STEPS
+
+    image, truth = _blobs(seed=3)
+    strokes = Trainer(image, _strokes(truth), config=TrainConfig(**TINY))
+    assert strokes.step_limit == STROKE_STEPS and strokes.time_budget is None
+    dense = Trainer(image, truth + 1, config=TrainConfig(dense=True, **TINY))
+    assert dense.step_limit is None and dense.time_budget == DEFAULT_TIME_BUDGET
+    assert Trainer(image, _strokes(truth), config=TrainConfig(time_budget=5, **TINY)).time_budget == 5

@@ -93,7 +93,9 @@ def test_precision_and_stream_folder_are_widget_settings_passed_to_the_engine(do
     viewer, widget = dock(image)
     widget._precision_combo.setCurrentText("fp32")
     assert widget._train.config().precision == "fp32"
-    assert widget._train.config().time_budget == widget._train._budget_spin.value()
+    assert widget._train._budget_spin.text() == "default" and widget._train.config().time_budget is None
+    widget._train._budget_spin.setValue(30)
+    assert widget._train.config().time_budget == 30
     paint(widget.new_annotation_layer(), stroke_labels(mask))
     widget._train._steps_spin.setValue(2)
     widget._train._train_btn.click()
