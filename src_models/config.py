@@ -239,7 +239,8 @@ class TrainConfig(_Record):
 
     ``filter_features`` gives a new 2D network the random forest's filter responses
     (`features.FilterFeatures`: smoothed intensity, edges and texture at scales 1-16) as extra
-    input channels beside the image; the recipe is stored with the model.
+    input channels beside the image; the recipe is stored with the model. Off by default: on the
+    tuning split of ``bench/protocol.py`` it lost on every stroke style (bench/JOURNAL.md).
 
     ``precision``: ``"auto"`` runs the network under bf16 autocast on CUDA and on CPUs with
     hardware bf16, ``"bf16"``/``"fp32"`` force it (`device.uses_bf16`). The time budget's
