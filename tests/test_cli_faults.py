@@ -172,6 +172,17 @@ def test_a_nan_pixel_does_not_ruin_the_mask(tmp_path):
     assert (masked != clean).mean() < 0.01
 
 
+def test_training_on_an_image_with_nan_and_inf_pixels_neither_diverges_nor_blames_the_precision():
+    image, strokes = _blobs()
+    image[5:9, 5:9] = np.nan
+    image[40, 40] = np.inf
+    trainer = make_trainer([image], [strokes], config=TrainConfig(steps=10, batch_size=2, patch_size=32,
+                                                                   device="cpu"))
+    for progress in trainer.run():
+        assert np.isfinite(progress.loss)
+    assert trainer.result.steps == 10
+
+
 @pytest.mark.parametrize("argv_tail,needle", [
     (["--time-budget", "nan"], "--time-budget"), (["--time-budget", "inf"], "--time-budget"),
     (["--seed", "-1"], "--seed"), (["--batch-size", "0"], "--batch-size"), (["--patch-size", "0"], "--patch-size"),
