@@ -110,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--eval", type=int, default=None, help="at most this many evaluation slices (2 with --quick)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the full-mask ceiling")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s rounds, 2 evaluation slices")
+    parser.add_argument("--variant", default=None, metavar="JSON",
+                        help="TrainConfig fields for the U-Net in every round, e.g. '{\"separate_regions\": false}'")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON to FILE")
     add_data_argument(parser)
     args = parser.parse_args(argv)
@@ -125,6 +127,11 @@ def main(argv=None):
     strokes = [data.paint(t, args.style, args.fraction, np.random.default_rng([args.seed, i]))
                for i, t in enumerate(data.train_truths)]
     train = {"budget": args.round_budget, "steps": args.round_steps, "device": args.device}
+    if args.variant:
+        try:
+            train.update(json.loads(args.variant))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise SystemExit(f"--variant must be a JSON object of TrainConfig fields ({err}).")
 
     def score(predict):
         return data.score(data.eval_truths, [np.asarray(predict(im)) for im in data.eval_images])
