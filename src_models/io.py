@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import secrets
+import tempfile
 import weakref
 from pathlib import Path
 
@@ -219,9 +220,8 @@ def _check_folder_usable(folder: Path, target: Path) -> None:
                          path=target)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(folder, "write-test")
-        os.close(fd)
-        os.remove(tmp)
+        with tempfile.TemporaryFile(dir=folder):  # unnamed where the OS can (O_TMPFILE): nothing to leave behind
+            pass
     except OSError as exc:
         raise _write_error(target, exc) from None
 
