@@ -12,6 +12,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 __all__ = [
+    "CLASSES_KEY",
     "DEFAULT_CLASSES",
     "OBJECT_CLASSES",
     "ImageInfo",
@@ -37,7 +38,8 @@ DEFAULT_CLASSES: dict[int, str] = {1: "background", 2: "foreground"}
 #: The class table of an annotation in objects mode: 1 is background, every other id one object.
 OBJECT_CLASSES: dict[int, str] = {1: "background", 2: "object (other ids: one object each; 'new label' gives one)"}
 
-_CLASSES_KEY = "napari_unet_classes"
+#: Labels layer metadata: ``{id: class name}`` of the layer's classes.
+CLASSES_KEY = "napari_unet_classes"
 
 
 def annotation_name(image: Image) -> str:
@@ -84,10 +86,10 @@ def image_info(layer: Image) -> ImageInfo:
 
 def class_names_of(layer: Labels) -> dict[int, str]:
     """``{id: name}`` kept in the labels layer's metadata (the defaults when absent)."""
-    names = layer.metadata.get(_CLASSES_KEY)
+    names = layer.metadata.get(CLASSES_KEY)
     if not names:
         names = dict(DEFAULT_CLASSES)
-        layer.metadata[_CLASSES_KEY] = names
+        layer.metadata[CLASSES_KEY] = names
     return names
 
 
@@ -105,7 +107,7 @@ def new_annotation_layer(viewer, image: Image, objects: bool = False) -> Labels:
         name=annotation_name(image),
         scale=image.scale,
         translate=image.translate,
-        metadata={_CLASSES_KEY: dict(classes)},
+        metadata={CLASSES_KEY: dict(classes)},
     )
     layer.selected_label = max(classes)
     layer.brush_size = 6
@@ -207,7 +209,7 @@ def show_labels(
     if colors_from is not None:
         layer.colormap = colors_from.colormap
     if classes is not None:
-        layer.metadata[_CLASSES_KEY] = {int(k): str(v) for k, v in classes.items()}
+        layer.metadata[CLASSES_KEY] = {int(k): str(v) for k, v in classes.items()}
     return layer
 
 
@@ -234,7 +236,7 @@ def prediction_classes(model) -> dict[int, str] | None:
 def tiff_metadata(layer_metadata: dict) -> dict:
     """TIFF metadata for a labels layer: class ids and names when the layer has them
     (as the command line writes them), else nothing."""
-    return classes_tiff_metadata((layer_metadata or {}).get(_CLASSES_KEY))
+    return classes_tiff_metadata((layer_metadata or {}).get(CLASSES_KEY))
 
 
 def classes_tiff_metadata(names: dict | None) -> dict:

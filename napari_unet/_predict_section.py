@@ -23,7 +23,7 @@ __all__ = ["PredictSection", "SCOPES", "stream_path"]
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("Current slice", "Whole image", "All open images")
+SCOPES = ("Current slice", "Whole image", "Every image in the project", "All open images")
 
 
 class PredictSection(QGroupBox):
@@ -39,7 +39,8 @@ class PredictSection(QGroupBox):
 
         self._scope_combo = QComboBox()
         self._scope_combo.addItems(SCOPES)
-        self._scope_combo.setToolTip("A stack's current slice, the whole chosen image, or every image layer.")
+        self._scope_combo.setToolTip("A stack's current slice, the whole chosen image, every image with an annotation "
+                                     "layer (ticked for training or not), or every image layer.")
         self._tta_check = QCheckBox("Average 8 orientations (about 7 × slower)")
         self._tta_check.setToolTip("Predict every flip and rotation of each tile and average them "
                                    "(test-time augmentation): slightly smoother masks.")
@@ -78,6 +79,11 @@ class PredictSection(QGroupBox):
         scope = self._scope_combo.currentText()
         if scope == "All open images":
             sources = [layer for layer in owner.viewer.layers if isinstance(layer, Image)]
+        elif scope == "Every image in the project":
+            sources = [pair.image for pair in owner.image_pairs()]
+            chosen = owner.image_layer()
+            if chosen is not None and chosen.name not in {layer.name for layer in sources}:
+                sources.append(chosen)
         else:
             sources = [layer for layer in [owner.image_layer()] if layer is not None]
         expected = owner.model.image_channels
@@ -134,7 +140,9 @@ class PredictSection(QGroupBox):
         job, result = item
         viewer = self._owner.viewer
         source = viewer.layers[job.source] if job.source in viewer.layers else None
-        _layers.show_labels(viewer, job.name, result.labels, like=source, colors_from=self._owner.annotation_layer(),
+        annotation = _layers.annotation_name(source) if source is not None else None
+        colors = viewer.layers[annotation] if annotation in viewer.layers else self._owner.annotation_layer()
+        _layers.show_labels(viewer, job.name, result.labels, like=source, colors_from=colors,
                             index=job.index, full_shape=job.full_shape,
                             classes=_layers.prediction_classes(self._owner.model),
                             instances=self._owner.model.task.objects)

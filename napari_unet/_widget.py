@@ -1,7 +1,7 @@
 """The "U-Net segmentation" dock widget: paint, train, see predictions, correct, export.
 
-Laid out top to bottom in the order of the work: 1. data (image, annotation layer, named
-classes), 2. model, 3. train (`_train_section`), 4. predict (`_predict_section`), 5. export.
+Laid out top to bottom in the order of the work: 1. data (project, image, annotation layer,
+named classes, the images to train on), 2. model, 3. train (`_train_section`), 4. predict (`_predict_section`), 5. export.
 The widget holds what the sections share (viewer, chosen layers, model, tile settings);
 layers are made by `_layers`, engine work runs in `_workers`.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
@@ -44,16 +44,21 @@ from src_models import (
     InputError,
     TileConfig,
     TrainConfig,
+    Task,
     UNetModel,
     pick_device,
     write_labels_tiff,
 )
+from src_models.project import Project, open_project, save_project
+
+from . import _project
 
 from . import _layers
 from ._classes import ClassTable
 from ._messages import user_sentence
 from ._predict_section import PredictSection
 from ._train_section import TrainSection
+from ._training_images import Pair, TrainingImages, image_pairs
 
 __all__ = ["UNetWidget"]
 
@@ -89,6 +94,8 @@ class UNetWidget(QWidget):
         Tiling of previews and predictions; None: the model's `default_tile` for its device.
     stream_folder : Path
         Where whole predictions of big images are streamed (``<temp>/napari-unet``).
+    loss_history : list of float
+        The loss of every step trained with the current model (kept in a project).
     """
 
     def __init__(self, napari_viewer, *, threaded: bool = True, preview_interval: float = 3.0):
@@ -99,10 +106,14 @@ class UNetWidget(QWidget):
         self.stream_folder = Path(tempfile.gettempdir()) / "napari-unet"
         self.model: UNetModel | None = None
         self.last_result = None
+        self.loss_history: list[float] = []
+        self._adopted: set[str] = set()  # project folders whose model and settings were taken up
         self._watched_window = _no_window  # weak reference: the window owns this widget
         self._build(preview_interval)
         self._connect()
         self._refresh_layers()
+        for layer in list(self.viewer.layers):  # a project dropped on napari before the panel was opened
+            self._adopt_project_of(layer)
         self._update_model_label()
         self._update_device_label()
         _warm_up_in_background()
@@ -114,6 +125,14 @@ class UNetWidget(QWidget):
         self._new_annotation_btn = QPushButton("New annotation layer")
         self._new_annotation_btn.setToolTip("Add an empty labels layer of the image's shape to paint on.")
         self._classes = ClassTable()
+        self._images_list = TrainingImages()
+        self._list_timer = QTimer(self, singleShot=True, interval=300)
+        self._open_project_btn = QPushButton("Open project…")
+        self._open_project_btn.setToolTip("Open a project folder: its images, annotations, classes, model and "
+                                          "settings (dropping the folder on napari does the same).")
+        self._save_project_btn = QPushButton("Save project…")
+        self._save_project_btn.setToolTip("Save every annotated image, its annotation, the classes, the model and "
+                                          "the settings into one folder, to open again later.")
         self._mode_combo = QComboBox()
         self._mode_combo.addItems(MODES)
         self._mode_combo.setToolTip("classes: every id is a class. objects: 1 = background, "
@@ -122,6 +141,10 @@ class UNetWidget(QWidget):
         self._mode_hint.setWordWrap(True)
         self._mode_hint.setVisible(False)
         data = QFormLayout()
+        project_buttons = QHBoxLayout()
+        project_buttons.addWidget(self._open_project_btn)
+        project_buttons.addWidget(self._save_project_btn)
+        data.addRow(project_buttons)
         data.addRow("Mode", self._mode_combo)
         data.addRow("Image", self._image_combo)
         data.addRow("Annotation", self._annotation_combo)
@@ -130,6 +153,8 @@ class UNetWidget(QWidget):
         annotation_buttons.addWidget(self._classes.add_button)
         data.addRow(annotation_buttons)
         data.addRow(self._classes)
+        data.addRow(QLabel("Images to train on"))
+        data.addRow(self._images_list)
         data_box = QVBoxLayout()  # the hint sits outside the form, whose heights it would upset
         data_box.addLayout(data)
         data_box.addWidget(self._mode_hint)
@@ -217,6 +242,11 @@ class UNetWidget(QWidget):
         for layer in layers:
             layer.events.name.connect(self._refresh_layers)
         layers.events.inserted.connect(self._watch_layer_name)
+        for layer in layers:
+            self._watch_paint(layer)
+        self._list_timer.timeout.connect(self._refresh_images_list)
+        self._open_project_btn.clicked.connect(lambda: self.open_project())
+        self._save_project_btn.clicked.connect(lambda: self.save_project())
         self._image_combo.currentTextChanged.connect(self._on_image_changed)
         self._annotation_combo.currentTextChanged.connect(self._on_annotation_changed)
         self._new_annotation_btn.clicked.connect(self.new_annotation_layer)
@@ -251,6 +281,45 @@ class UNetWidget(QWidget):
     # -- layer pickers --------------------------------------------------------------------
     def _watch_layer_name(self, event) -> None:
         event.value.events.name.connect(self._refresh_layers)
+        self._watch_paint(event.value)
+        self._adopt_project_of(event.value)
+
+    def _watch_paint(self, layer) -> None:
+        if isinstance(layer, Labels):
+            layer.events.paint.connect(self._schedule_list_refresh)
+            layer.events.data.connect(self._schedule_list_refresh)
+
+    def _schedule_list_refresh(self, event=None) -> None:
+        self._list_timer.start()
+
+    def _refresh_images_list(self) -> None:
+        self._images_list.refresh(self.viewer, self.current_pair())
+
+    def current_pair(self) -> Pair | None:
+        """The chosen image and annotation layer (whatever their shapes), or None."""
+        image, annotation = self.image_layer(), self.annotation_layer()
+        return None if image is None or annotation is None else Pair(image, annotation)
+
+    def image_pairs(self) -> list[Pair]:
+        """Every image layer with an annotation layer of its shape, painted or not."""
+        return image_pairs(self.viewer, self.current_pair())
+
+    def is_ticked(self, name: str) -> bool:
+        """Whether the image ``name`` is ticked in "Images to train on" (images not listed are)."""
+        return self._images_list.is_ticked(name)
+
+    def set_ticked(self, name: str, ticked: bool) -> None:
+        self._images_list.set_ticked(name, ticked)
+
+    def training_pairs(self) -> list[Pair]:
+        """What Train learns from: the ticked images that carry paint, and the chosen pair when it
+        carries none yet (strokes painted on it while training runs are taken up)."""
+        current = self.current_pair()
+        self._images_list.refresh(self.viewer, current)
+        pairs = self._images_list.checked_pairs()
+        if current is not None and all(pair.name != current.name for pair in self._images_list.pairs()):
+            pairs.append(current)
+        return pairs
 
     def _refresh_layers(self, event=None) -> None:
         images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
@@ -258,6 +327,7 @@ class UNetWidget(QWidget):
         _set_choices(self._image_combo, images)
         _set_choices(self._annotation_combo, labels)
         self._on_image_changed(self._image_combo.currentText())
+        self._refresh_images_list()
 
     def image_layer(self) -> Image | None:
         name = self._image_combo.currentText()
@@ -278,6 +348,7 @@ class UNetWidget(QWidget):
 
     def _on_annotation_changed(self, name: str) -> None:
         self._classes.set_layer(self.annotation_layer())
+        self._refresh_images_list()
 
     def new_annotation_layer(self) -> Labels | None:
         """Add ``"<image> annotation"`` for the chosen image and select it."""
@@ -388,6 +459,126 @@ class UNetWidget(QWidget):
         show_info(f"Saved the model to {path}.")
         return str(path)
 
+    # -- projects -------------------------------------------------------------------------
+    def task(self) -> Task:
+        """What the next training learns (the mode and the 3D box)."""
+        return self._train.task()
+
+    def settings(self) -> dict:
+        """The training settings a project keeps."""
+        config = self._train.config()
+        settings = {"time_budget": config.time_budget, "steps": config.steps, "preset": config.preset,
+                    "device": config.device, "precision": config.precision}
+        if self.volume():
+            settings["z_ratio"] = config.z_ratio
+        return settings
+
+    def save_project(self, folder: str | None = None) -> Path | None:
+        """Save the panel's images, annotations, classes, model and settings into ``folder``
+        (asks for one when None); returns the folder. Atomic: an interrupted save leaves the
+        project as it was before."""
+        if self.busy:
+            show_warning("Training or prediction is running: stop it or let it finish, then save the project.")
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the project into a new or empty folder")
+            if not folder:
+                return None
+        project = _project.project_from_panel(self)
+        if not project.images:
+            show_warning("There is nothing to save yet: open an image and paint on it first.")
+            return None
+        try:
+            save_project(folder, project)
+        except InputError as error:  # WriteError too: nothing of the previous save was lost
+            show_error(f"Could not save the project: {user_sentence(error)}")
+            return None
+        self._adopted.add(_folder_key(folder))
+        for image in project.images:  # a copied-in image now has a file: the next save reuses it
+            if image.name in self.viewer.layers:
+                metadata = self.viewer.layers[image.name].metadata
+                metadata[_project.PATH_KEY] = str(image.path)
+                metadata[_project.PROJECT_KEY] = str(folder)
+        model = ", the model" if project.model is not None else ""
+        show_info(f"Saved the project ({len(project.images)} image(s){model}) to {folder}.")
+        return Path(folder)
+
+    def open_project(self, folder: str | None = None) -> Project | None:
+        """Open a project folder: its layers, classes, model and settings; Train then goes on
+        from its model. What cannot be opened is named in a warning; the rest opens."""
+        if self.busy:
+            show_warning("Training or prediction is running: stop it or let it finish, then open the project.")
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Open a napari-unet project folder")
+            if not folder:
+                return None
+        try:
+            project = open_project(folder, device=self.device_name())
+        except InputError as error:
+            show_error(f"Could not open the project: {user_sentence(error)}")
+            return None
+        self._adopted.add(_folder_key(folder))
+        image, image_name = None, ""
+        for data, kwargs, kind in _project.layer_data(project):
+            if kind == "labels" and image is not None:  # follow the image's name if napari made it unique
+                kwargs["name"] = _layers.annotation_name(image) + kwargs["name"][len(f"{image_name} annotation"):]
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            if kind == "image":
+                image, image_name = layer, kwargs["name"]
+        for problem in project.problems + project.model_problems:
+            show_warning(problem)
+        self._restore(project)
+        return project
+
+    def _adopt_project_of(self, layer) -> None:
+        """A layer from a project dropped on napari: take up that project's model and settings too."""
+        folder = layer.metadata.get(_project.PROJECT_KEY)
+        if not folder or _folder_key(folder) in self._adopted:
+            return
+        self._adopted.add(_folder_key(folder))
+        QTimer.singleShot(0, lambda: self._adopt(folder))  # after the reader has added all its layers
+
+    def _adopt(self, folder: str) -> None:
+        try:
+            project = open_project(folder, device=self.device_name())
+        except InputError as error:
+            show_warning(f"The project's model and settings were not opened: {user_sentence(error)}")
+            return
+        for problem in project.model_problems:
+            show_warning(problem)
+        self._restore(project)
+
+    def _restore(self, project: Project) -> None:
+        """Set the panel as the project left it: mode, settings, ticks, colours, model, loss history."""
+        self.set_mode(project.task.mode.value)
+        settings = project.settings
+        self._train.set_limits(settings.get("time_budget"), settings.get("steps"))
+        for combo, key in ((self._preset_combo, "preset"), (self._precision_combo, "precision"),
+                           (self._device_combo, "device")):
+            value = settings.get(key)
+            if value is not None and combo.findText(value) >= 0 and (key != "device" or _device_available(value)):
+                combo.setCurrentText(value)
+        if "z_ratio" in settings:
+            self._z_ratio_spin.setValue(float(settings["z_ratio"]))
+        for image in project.images:
+            self.set_ticked(image.name, image.train)
+        key = _folder_key(project.folder)
+        for layer in self.viewer.layers:
+            if isinstance(layer, Labels) and _folder_key(layer.metadata.get(_project.PROJECT_KEY) or "") == key:
+                _project.apply_colors(layer, project.colors)
+        if project.images and project.images[0].name in self.viewer.layers:
+            self._image_combo.setCurrentText(project.images[0].name)
+        if project.model is not None:
+            project.model.precision = self.precision()
+        self.set_model(project.model)
+        self._volume_check.setChecked(project.task.dims == 3 and self._volume_check.isEnabled())
+        self.loss_history = list(project.loss_history)
+        self._train.show_losses(self.loss_history)
+        self._refresh_layers()
+        model = "its model" if project.model is not None else "no model yet"
+        show_info(f"Opened the project {project.folder}: {len(project.images)} image(s), {model}.")
+
     # -- export ---------------------------------------------------------------------------
     def export_predictions(self, folder: str | None = None, overwrite: bool | None = None) -> list[Path]:
         """Write every ``"… prediction"`` labels layer as ``<layer name>.tif`` into ``folder``.
@@ -444,10 +635,13 @@ class UNetWidget(QWidget):
         return self._classes.names()
 
     def set_model(self, model: UNetModel | None, result=None) -> None:
-        """Keep ``model`` (trained, loaded, or None to start afresh) for training and prediction."""
+        """Keep ``model`` (trained, loaded, or None to start afresh) for training and prediction;
+        a model that is not the result of a training here starts a new loss history."""
         self.model = model
         if result is not None:
             self.last_result = result
+        else:
+            self.loss_history = []
         if model is not None and self._volume_check.isEnabled():
             self._volume_check.setChecked(model.config.dims == 3)  # the box shows what the model is
         self._update_model_label()
@@ -479,6 +673,10 @@ def _set_choices(combo: QComboBox, names: list[str]) -> None:
     if current in names:
         combo.setCurrentText(current)
     combo.blockSignals(False)
+
+
+def _folder_key(folder) -> str:
+    return str(Path(folder).resolve()) if folder else ""
 
 
 def _device_available(name: str) -> bool:

@@ -23,6 +23,7 @@ from ._layers import View
 __all__ = [
     "PredictJob",
     "Preview",
+    "PreviewTarget",
     "ProgressBox",
     "TrainUpdate",
     "WorkerError",
@@ -45,13 +46,28 @@ class WorkerError(Exception):
 
 
 @dataclass(frozen=True)
-class Preview:
-    """Predicted labels of ``view`` (rows x cols of one plane) after ``step`` steps."""
+class PreviewTarget:
+    """What to preview: the field of view ``view`` of training image ``index`` (its pixels and
+    channel axis). Made on the main thread from what the user looks at, read by the worker."""
 
+    index: int
+    image: Any
+    channel_axis: int | None
     view: View
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Predicted labels of ``target.view`` (rows x cols of one plane) after ``step`` steps."""
+
+    target: PreviewTarget
     labels: np.ndarray
     step: int
     seconds: float
+
+    @property
+    def view(self) -> View:
+        return self.target.view
 
 
 @dataclass(frozen=True)
@@ -62,29 +78,29 @@ class TrainUpdate:
     preview: Preview | None = None
 
 
-def predict_view(model, image, channel_axis: int | None, view: View, step: int, tile) -> Preview:
-    """Predict the field of view that ``view`` names (the plane's normalisation, real context)."""
+def predict_view(model, target: PreviewTarget, step: int, tile) -> Preview:
+    """Predict the field of view that ``target`` names (the plane's normalisation, real context)."""
     start_time = time.perf_counter()
+    view = target.view
     region = (view.rows.start, view.rows.stop, view.cols.start, view.cols.stop)
-    labels = model.segment(image, channel_axis=channel_axis, plane=view.index or None, tile=tile,
+    labels = model.segment(target.image, channel_axis=target.channel_axis, plane=view.index or None, tile=tile,
                            region=region).labels
-    return Preview(view=view, labels=labels, step=step, seconds=time.perf_counter() - start_time)
+    return Preview(target=target, labels=labels, step=step, seconds=time.perf_counter() - start_time)
 
 
 def train_with_previews(
     trainer,
     cancel: threading.Event,
-    image: np.ndarray,
-    channel_axis: int | None,
-    get_view: Callable[[], View],
+    get_target: Callable[[], PreviewTarget],
     tile,
     interval: float = 3.0,
 ) -> Iterator[TrainUpdate]:
     """Run ``trainer.run(cancel)``, yielding once per step, with a preview now and then.
 
-    The first preview follows the first step; later ones come every ``interval`` seconds,
-    or less often when a preview is slow, so previews never take more than about a fifth
-    of the time. A last preview of the final model is yielded before returning.
+    ``get_target()`` names the image and field of view to preview (what the user looks at
+    now). The first preview follows the first step; later ones come every ``interval``
+    seconds, or less often when a preview is slow, so previews never take more than about a
+    fifth of the time. A last preview of the final model is yielded before returning.
 
     Returns
     -------
@@ -101,13 +117,10 @@ def train_with_previews(
             break
         preview = None
         if time.monotonic() >= next_preview:
-            preview = predict_view(trainer.model, image, channel_axis, get_view(), progress.step, tile)
+            preview = predict_view(trainer.model, get_target(), progress.step, tile)
             next_preview = time.monotonic() + max(interval, 4 * preview.seconds)
         yield TrainUpdate(progress=progress, preview=preview)
-    yield TrainUpdate(
-        progress=None,
-        preview=predict_view(result.model, image, channel_axis, get_view(), result.steps, tile),
-    )
+    yield TrainUpdate(progress=None, preview=predict_view(result.model, get_target(), result.steps, tile))
     return result
 
 

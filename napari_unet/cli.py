@@ -1,7 +1,9 @@
 """``napari-unet`` command line: train from painted labels, predict masks tile by tile.
 
     napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N] ...
+    napari-unet train --project DIR [...]         (the project's images, labels, classes, model, settings)
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--tta] [--overwrite] ...
+    napari-unet predict --project DIR --out-dir DIR [...]
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
 
 Every mistake and file-system fault ends with one sentence on stderr and exit status 2, never
@@ -42,6 +44,7 @@ from src_models import (
     write_labels_tiff,
 )
 from src_models.io import check_output_folder, check_writable, open_image_lazily
+from src_models.project import open_project, save_project
 
 __all__ = ["main", "build_parser", "FLAGS"]
 
@@ -52,7 +55,7 @@ FLAGS = {
     "overwrite": "--overwrite", "device": "--device", "precision": "--precision", "time_budget": "--time-budget",
     "steps": "--steps", "tile_size": "--tile-size", "batch_size": "--batch-size", "patch_size": "--patch-size",
     "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
-    "z_ratio": "--z-ratio", "patch_depth": "--patch-depth",
+    "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project",
 }
 _DEFAULTS = TrainConfig()
 
@@ -77,10 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model from images and painted labels")
-    train.add_argument("--images", nargs="+", required=True, metavar="IMG", help="image files")
-    train.add_argument("--labels", nargs="+", required=True, metavar="LAB",
+    train.add_argument("--project", metavar="DIR",
+                       help="train on a project saved by the plugin (its images, labels, classes and settings; "
+                            "it goes on from the project's model) and save the model back into it")
+    train.add_argument("--images", nargs="+", metavar="IMG", help="image files")
+    train.add_argument("--labels", nargs="+", metavar="LAB",
                        help="labels files, paired with --images in order (0 = not painted)")
-    train.add_argument("--out", required=True, metavar="MODEL_FILE", help="model file to write (.safetensors)")
+    train.add_argument("--out", metavar="MODEL_FILE",
+                       help="model file to write (.safetensors); optional with --project")
     train.add_argument("--time-budget", type=_number(float, 1e-3, 1e7), default=None, metavar="SECONDS",
                        help="stop after this many seconds (default: none when a step limit ends training, "
                             f"else {DEFAULT_TIME_BUDGET:g})")
@@ -93,13 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--objects", action="store_true",
                        help="objects (instance) mode: label 1 = background, every other id one object "
                             "(with --dense: 0 = background, every id > 0 one object)")
-    train.add_argument("--preset", default=_DEFAULTS.preset, choices=PRESET_CHOICES,
-                       help="network size (auto: small when learning from strokes; for full masks large on "
-                            "CUDA, small otherwise)")
+    train.add_argument("--preset", default=None, choices=PRESET_CHOICES,
+                       help="network size (default auto: small when learning from strokes; for full masks large "
+                            "on CUDA, small otherwise)")
     train.add_argument("--3d", dest="volume", action="store_true",
                        help="train a 3D U-Net on blocks of each stack (Z, Y, X) instead of a 2D one on its slices")
-    train.add_argument("--z-ratio", type=_number(float, 0.01, 1000), default=_DEFAULTS.z_ratio, metavar="R",
-                       help="with --3d: Z voxel size / XY voxel size (Z is pooled only where it is not much coarser)")
+    train.add_argument("--z-ratio", type=_number(float, 0.01, 1000), default=None, metavar="R",
+                       help="with --3d: Z voxel size / XY voxel size (Z is pooled only where it is not much coarser; "
+                            f"default {_DEFAULTS.z_ratio:g})")
     train.add_argument("--patch-depth", type=_number(int, 1, 1024), default=_DEFAULTS.patch_depth, metavar="N",
                        help="with --3d: planes per block")
     train.add_argument("--batch-size", type=_number(int, 1, 1024), default=_DEFAULTS.batch_size, metavar="N")
@@ -108,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace MODEL_FILE if it exists")
 
     predict = sub.add_parser("predict", help="segment images with a trained model")
-    predict.add_argument("--model", required=True, metavar="MODEL_FILE")
-    predict.add_argument("--images", nargs="+", required=True, metavar="IMG")
+    predict.add_argument("--model", metavar="MODEL_FILE", help="model file (not with --project: its model is used)")
+    predict.add_argument("--images", nargs="+", metavar="IMG")
+    predict.add_argument("--project", metavar="DIR", help="segment every image of a project with its model")
     predict.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/<image stem>_mask.tif")
     predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
     predict.add_argument("--tile-size", type=_number(int, MIN_TILE_SIZE, 8192), default=None, metavar="PIXELS",
@@ -127,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("images", nargs="*", metavar="IMG", help="images to open (default: the sample image)")
 
     for p in (train, predict):
-        p.add_argument("--device", default=_DEFAULTS.device, choices=DEVICE_CHOICES)
-        p.add_argument("--precision", default=_DEFAULTS.precision, choices=PRECISION_CHOICES,
-                       help="bf16 autocast or fp32 (auto: bf16 on CUDA and on CPUs with hardware bf16)")
+        p.add_argument("--device", default=None, choices=DEVICE_CHOICES, help="default auto: CUDA, then MPS, then CPU")
+        p.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
+                       help="bf16 autocast or fp32 (default auto: bf16 on CUDA and on CPUs with hardware bf16)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -158,7 +167,21 @@ def _stop_on_signals(cancel: threading.Event):
             signal.signal(sig, handler)
 
 
+def _open_project(folder, device):
+    """The project in ``folder``, its problems printed (what could not be opened is left out)."""
+    project = open_project(folder, device=device or _DEFAULTS.device)
+    for problem in project.problems + project.model_problems:
+        print(f"napari-unet: warning: {problem}", file=sys.stderr)
+    return project
+
+
 def _train(args) -> int:
+    if args.project:
+        if args.images or args.labels:
+            raise InputError("Give either --project or --images with --labels, not both.")
+        return _train_project(args)
+    if not (args.images and args.labels and args.out):
+        raise InputError("Give --images, --labels and --out (or --project DIR).")
     out = check_writable(args.out, overwrite=args.overwrite)
     if len(args.images) != len(args.labels):
         raise InputError(f"{len(args.images)} image(s) but {len(args.labels)} labels file(s): "
@@ -174,12 +197,67 @@ def _train(args) -> int:
     if len(axes) > 1:
         raise InputError("Mixed grey and colour images; train on images of one kind.")
     channel_axis = axes.pop()
-    config = TrainConfig(time_budget=args.time_budget, steps=args.steps, device=args.device, dense=args.dense,
-                         preset=args.preset, seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
-                         z_ratio=args.z_ratio, patch_depth=args.patch_depth, precision=args.precision)
+    config = TrainConfig(**_config_flags(args, with_defaults=True))
     task = Task("objects" if args.objects else "classes", 3 if args.volume else 2)
-    start_model = UNetModel.load(args.from_model, device=args.device) if args.from_model else None
+    start_model = UNetModel.load(args.from_model, device=config.device) if args.from_model else None
     trainer = make_trainer(images, labels, task=task, config=config, model=start_model, channel_axis=channel_axis)
+    result, elapsed = _run_training(trainer, args.quiet)
+    where = _save_model(result.model, out)
+    _report(result, elapsed, f"model written to {where}")
+    if where != out:
+        return 2
+    return 130 if result.stopped and not result.message else 0
+
+
+def _config_flags(args, *, with_defaults: bool) -> dict:
+    """TrainConfig fields from the flags; flags left out are None (the project's settings
+    apply) or, ``with_defaults``, TrainConfig's defaults."""
+    flags = {"time_budget": args.time_budget, "steps": args.steps, "device": args.device, "preset": args.preset,
+             "seed": args.seed, "batch_size": args.batch_size, "patch_size": args.patch_size,
+             "z_ratio": args.z_ratio, "patch_depth": args.patch_depth, "precision": args.precision,
+             "dense": args.dense or None}
+    if with_defaults:
+        flags = {k: (v if v is not None else getattr(_DEFAULTS, k)) for k, v in flags.items()}
+        flags["time_budget"], flags["steps"] = args.time_budget, args.steps
+    return flags
+
+
+def _train_project(args) -> int:
+    """Train on a project's painted images (from its model) and save the model back into it."""
+    out = check_writable(args.out, overwrite=args.overwrite) if args.out else None
+    project = _open_project(args.project, args.device)
+    images, labels, channel_axis = project.training_pairs()
+    task = Task("objects" if args.objects else project.task.mode, 3 if args.volume else project.task.dims)
+    config = project.train_config(**_config_flags(args, with_defaults=False))
+    start_model = UNetModel.load(args.from_model, device=config.device) if args.from_model else project.model
+    if start_model is not None and start_model.task.mismatch(task):
+        raise InputError(start_model.task.mismatch(task), setting="mode")
+    trainer = make_trainer(images, labels, task=task, config=config, model=start_model, channel_axis=channel_axis,
+                           class_names=project.classes or None)
+    result, elapsed = _run_training(trainer, args.quiet)
+    project.model, project.task = result.model, task
+    project.loss_history = [*project.loss_history, *result.losses]
+    try:
+        save_project(args.project, project)
+        where = f"project {args.project} saved"
+    except WriteError as exc:
+        print(f"napari-unet: error: {exc} The project was not changed.", file=sys.stderr)
+        out = out or Path(args.project) / "unsaved.safetensors"
+        where = "project not saved"
+    if out is not None:
+        written = _save_model(result.model, out)
+        where += f"; model written to {written}"
+        if written != out:
+            return 2
+    _report(result, elapsed, where)
+    if where.startswith("project not saved"):
+        return 2
+    return 130 if result.stopped and not result.message else 0
+
+
+def _run_training(trainer, quiet: bool):
+    """Run ``trainer`` with a progress bar; Ctrl-C or SIGTERM stops it after the step. Returns
+    ``(TrainResult, seconds)``."""
     log.info("Training on %s, classes %s", trainer.device, trainer.class_map.ids)
     cancel = threading.Event()
     bar = None
@@ -190,25 +268,24 @@ def _train(args) -> int:
                 if bar is None:  # the engine says what ends this training: steps, or the clock
                     by_steps = p.time_budget is None
                     bar = _progress_bar(p.step_limit if by_steps else round(p.time_budget),
-                                        f"train ({trainer.device.type})", args.quiet, "step" if by_steps else "s")
+                                        f"train ({trainer.device.type})", quiet, "step" if by_steps else "s")
                 bar.n = p.step if by_steps else min(bar.total, int(p.elapsed))
                 bar.set_postfix(step=p.step, loss=f"{p.loss:.3f}", refresh=False)
                 bar.refresh()
         finally:
             if bar is not None:
                 bar.close()
-    result = trainer.result
-    where = _save_model(result.model, out)
+    return trainer.result, time.perf_counter() - t0
+
+
+def _report(result, elapsed: float, where: str) -> None:
     verb = "stopped early" if result.stopped else "trained"
     length = " (the default length for strokes; --steps N trains longer)" if result.default_length else ""
     last = f", final loss {result.losses[-1]:.3f}" if result.losses else ""
     if result.message:
         print(f"napari-unet: {result.message}", file=sys.stderr)
-    print(f"{verb}: {result.steps} steps{length} in {time.perf_counter() - t0:.1f} s{last}; "
-          f"classes {list(result.model.class_map.ids)}; model written to {where}")
-    if where != out:
-        return 2
-    return 130 if result.stopped and not result.message else 0
+    print(f"{verb}: {result.steps} steps{length} in {elapsed:.1f} s{last}; "
+          f"classes {list(result.model.class_map.ids)}; {where}")
 
 
 def _save_model(model, out: Path) -> Path:
@@ -227,8 +304,17 @@ def _save_model(model, out: Path) -> Path:
 def _predict(args) -> int:
     import numpy as np
 
-    model = UNetModel.load(args.model, device=args.device)
-    model.precision = args.precision
+    images, stems = args.images, None
+    if args.project:
+        if args.model or args.images:
+            raise InputError("Give either --project or --model with --images, not both.")
+        model, images, stems = _project_inputs(args)
+    elif not (args.model and args.images):
+        raise InputError("Give --model and --images (or --project DIR).")
+    else:
+        model = UNetModel.load(args.model, device=args.device or _DEFAULTS.device)
+    args.images = images
+    model.precision = args.precision or _DEFAULTS.precision
     objects = model.task.objects
     if args.objects and not objects:
         raise InputError(f"{args.model} was not trained in objects mode (its classes are "
@@ -236,7 +322,7 @@ def _predict(args) -> int:
     if args.semantic and not objects:
         raise InputError("--semantic goes with objects mode (a model trained with --objects).")
     out_dir = check_output_folder(args.out_dir)
-    targets = [out_dir / f"{Path(p).stem}_mask.tif" for p in args.images]
+    targets = [out_dir / f"{stem}_mask.tif" for stem in (stems or [Path(p).stem for p in args.images])]
     if len(set(targets)) != len(targets):
         raise InputError("Two images have the same file name; their masks would overwrite each other.")
     inputs = {Path(p).resolve() for p in args.images}
@@ -281,6 +367,26 @@ def _predict(args) -> int:
         else:
             print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in np.unique(labels))}")
     return 0
+
+
+def _project_inputs(args):
+    """``(model, image paths, mask names)`` of a project's images that its model can segment;
+    the others are named on stderr and skipped."""
+    project = _open_project(args.project, args.device)
+    if project.model is None:
+        raise InputError(f"The project {args.project} has no model yet; train it first "
+                         f"(napari-unet train --project {args.project}).")
+    usable = [im for im in project.images if im.n_channels == project.model.image_channels]
+    if not usable:
+        raise InputError(f"No image of the project has the {project.model.image_channels} channel(s) its model "
+                         "takes; add such images to the project.")
+    return project.model, [str(im.path) for im in usable], [_safe_stem(im.name) for im in usable]
+
+
+def _safe_stem(name: str) -> str:
+    import re
+
+    return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "image"
 
 
 def _view(args) -> int:

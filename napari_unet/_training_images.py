@@ -1,0 +1,125 @@
+"""The "Images to train on" list: every image layer whose annotation layer carries paint, with a
+check box (ticked by default) and the painted pixels per class. Train learns from every
+ticked image at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QListWidget, QListWidgetItem, QSizePolicy
+
+from ._layers import annotation_name, class_names_of, image_info
+
+__all__ = ["Pair", "TrainingImages", "image_pairs", "painted_summary"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image layer and the annotation layer painted on it."""
+
+    image: Image
+    annotation: Labels
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+
+def image_pairs(viewer, current: Pair | None = None) -> list[Pair]:
+    """Every image layer with an annotation layer of its shape: ``"<image> annotation"``, or for
+    the image of ``current`` (the panel's chosen pair) that pair's annotation, whatever its name."""
+    pairs = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Image):
+            continue
+        if current is not None and current.image.name == layer.name:  # names: the panel holds proxies of layers
+            annotation = current.annotation
+        else:
+            name = annotation_name(layer)
+            annotation = viewer.layers[name] if name in viewer.layers else None
+        if isinstance(annotation, Labels) and tuple(annotation.data.shape) == image_info(layer).spatial_shape:
+            pairs.append(Pair(layer, annotation))
+    return pairs
+
+
+def painted_summary(annotation: Labels) -> tuple[int, str]:
+    """``(painted pixels, "background 800 · foreground 434")`` of an annotation layer."""
+    data = np.asarray(annotation.data)
+    ids, counts = np.unique(data[data != 0], return_counts=True)
+    names = class_names_of(annotation)
+    parts = [f"{names.get(int(i), f'id {int(i)}')} {int(c):,}" for i, c in zip(ids, counts)]
+    return int(counts.sum()), " · ".join(parts)
+
+
+class TrainingImages(QListWidget):
+    """Check list of the images that carry paint; `checked_pairs` are those Train learns from.
+
+    A box the user unticks stays unticked while the image stays open (kept by layer name).
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._pairs: list[Pair] = []
+        self._unticked: set[str] = set()
+        self.setToolTip("Train learns from every ticked image at once; untick an image to leave it out.")
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
+        self.itemChanged.connect(self._on_item_changed)
+        self._fit_height()
+
+    def refresh(self, viewer, current: Pair | None = None) -> None:
+        """List the image layers whose annotation carries paint."""
+        pairs = [pair for pair in image_pairs(viewer, current) if np.any(np.asarray(pair.annotation.data))]
+        self._unticked &= {layer.name for layer in viewer.layers}
+        self.blockSignals(True)
+        try:
+            self.clear()
+            for pair in pairs:
+                painted, per_class = painted_summary(pair.annotation)
+                item = QListWidgetItem(f"{pair.name} — {painted:,} px: {per_class}")
+                item.setData(Qt.UserRole, pair.name)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Unchecked if pair.name in self._unticked else Qt.Checked)
+                self.addItem(item)
+        finally:
+            self.blockSignals(False)
+        self._pairs = pairs
+        self._fit_height()
+
+    def pairs(self) -> list[Pair]:
+        """Every listed pair, ticked or not."""
+        return list(self._pairs)
+
+    def is_ticked(self, name: str) -> bool:
+        return name not in self._unticked
+
+    def set_ticked(self, name: str, ticked: bool) -> None:
+        """Tick or untick the image ``name`` (also before it is listed)."""
+        if ticked:
+            self._unticked.discard(name)
+        else:
+            self._unticked.add(name)
+        for row in range(self.count()):
+            item = self.item(row)
+            if item.data(Qt.UserRole) == name:
+                self.blockSignals(True)
+                item.setCheckState(Qt.Checked if ticked else Qt.Unchecked)
+                self.blockSignals(False)
+
+    def checked_pairs(self) -> list[Pair]:
+        return [pair for pair in self._pairs if pair.name not in self._unticked]
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        name = item.data(Qt.UserRole)
+        if item.checkState() == Qt.Checked:
+            self._unticked.discard(name)
+        else:
+            self._unticked.add(name)
+
+    def _fit_height(self, max_rows: int = 4) -> None:
+        rows = min(max(self.count(), 1), max_rows)
+        row_height = self.sizeHintForRow(0) if self.count() else self.fontMetrics().height() + 4
+        self.setFixedHeight(rows * row_height + 2 * self.frameWidth() + 2)
