@@ -52,6 +52,7 @@ from src_models import (
 from . import _layers
 from ._classes import ClassTable
 from ._messages import user_sentence
+from ._panels import register_panel
 from ._predict_section import PredictSection
 from ._train_section import TrainSection
 
@@ -94,6 +95,7 @@ class UNetWidget(QWidget):
     def __init__(self, napari_viewer, *, threaded: bool = True, preview_interval: float = 3.0):
         super().__init__()
         self.viewer = napari_viewer
+        register_panel(napari_viewer, self)  # the folder panel segments with this panel's model
         self.threaded = threaded
         self.tile: TileConfig | None = None
         self.stream_folder = Path(tempfile.gettempdir()) / "napari-unet"
