@@ -56,6 +56,7 @@ from . import _project
 from . import _layers
 from ._classes import ClassTable
 from ._messages import user_sentence
+from ._panels import register_panel
 from ._predict_section import PredictSection
 from ._train_section import TrainSection
 from ._training_images import Pair, TrainingImages, image_pairs
@@ -101,6 +102,7 @@ class UNetWidget(QWidget):
     def __init__(self, napari_viewer, *, threaded: bool = True, preview_interval: float = 3.0):
         super().__init__()
         self.viewer = napari_viewer
+        register_panel(napari_viewer, self)  # the folder panel segments with this panel's model
         self.threaded = threaded
         self.tile: TileConfig | None = None
         self.stream_folder = Path(tempfile.gettempdir()) / "napari-unet"

@@ -41,8 +41,9 @@ from src_models import (
     make_trainer,
     read_image,
     read_labels,
-    write_labels_tiff,
+    segment_file,
 )
+from src_models.batch import classes_path, mask_paths
 from src_models.io import check_output_folder, check_writable, open_image_lazily
 from src_models.project import open_project, save_project
 
@@ -55,7 +56,7 @@ FLAGS = {
     "overwrite": "--overwrite", "device": "--device", "precision": "--precision", "time_budget": "--time-budget",
     "steps": "--steps", "tile_size": "--tile-size", "batch_size": "--batch-size", "patch_size": "--patch-size",
     "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
-    "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project",
+    "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project", "out_dir": "--out-dir",
 }
 _DEFAULTS = TrainConfig()
 
@@ -322,23 +323,13 @@ def _predict(args) -> int:
     if args.semantic and not objects:
         raise InputError("--semantic goes with objects mode (a model trained with --objects).")
     out_dir = check_output_folder(args.out_dir)
-    targets = [out_dir / f"{stem}_mask.tif" for stem in (stems or [Path(p).stem for p in args.images])]
-    if len(set(targets)) != len(targets):
-        raise InputError("Two images have the same file name; their masks would overwrite each other.")
-    inputs = {Path(p).resolve() for p in args.images}
-    for target in targets:
-        if target.resolve() in inputs:
-            raise InputError(f"{target} is one of the input images; choose another --out-dir.")
+    targets = mask_paths(args.images, out_dir, stems)
+    for target in targets:  # every output checked before the first image is segmented
         check_writable(target, overwrite=args.overwrite)
         if args.semantic:
-            check_writable(out_dir / target.name.replace("_mask.tif", "_classes.tif"), overwrite=args.overwrite)
+            check_writable(classes_path(target), overwrite=args.overwrite)
     tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
-        image = open_image_lazily(path)  # the engine reads what it needs, tile by tile
-        try:
-            axis = guess_channel_axis(image.shape, n_channels=model.image_channels)
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
         bar = _progress_bar(None, Path(path).name, args.quiet, "tile")
 
         def progress(done, total, bar=bar):
@@ -347,22 +338,14 @@ def _predict(args) -> int:
             bar.refresh()
 
         try:
-            result = model.segment(image, channel_axis=axis, tile=tile, stream_to=target, overwrite=args.overwrite,
-                                   argmax=args.argmax, semantic=args.semantic, progress=progress)
+            result = segment_file(model, path, target, tile=tile, overwrite=args.overwrite, argmax=args.argmax,
+                                  semantic=args.semantic, progress=progress)
         finally:
             bar.close()
+        labels = result.labels
         if result.streamed_to is not None:
             print(f"{path} -> {target} (uncompressed, streamed)")
-            continue
-        labels = result.labels
-        write_labels_tiff(target, labels, overwrite=args.overwrite, metadata=result.metadata,
-                          min_dtype=np.uint16 if objects else np.uint8)
-        if objects:
-            if result.classes is not None:
-                write_labels_tiff(out_dir / target.name.replace("_mask.tif", "_classes.tif"), result.classes,
-                                  overwrite=args.overwrite, metadata={
-                                      "class_ids": list(model.class_map.ids),
-                                      "class_names": list(model.class_map.names)})
+        elif objects:
             print(f"{path} -> {target} {labels.shape} {int(labels.max())} objects")
         else:
             print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in np.unique(labels))}")

@@ -8,6 +8,7 @@ the ``napari-unet`` command line. Two front doors: `make_trainer` trains a model
 >>> for progress in trainer.run(): pass                                  # doctest: +SKIP
 >>> masks = trainer.result.model.segment(new_image).labels               # doctest: +SKIP
 """
+from .batch import BatchReport, Skipped, list_images, mask_path, segment_file, segment_files
 from .classmap import MAX_CLASS_ID, UNPAINTED, ClassMap
 from .config import (
     DEFAULT_TIME_BUDGET,
@@ -35,6 +36,7 @@ __all__ = [
     "pick_device", "Cancelled", "InputError", "ModelFileError", "WriteError", "ImageView", "Normalization",
     "guess_channel_axis", "STREAM_PIXELS", "read_image", "read_labels", "write_labels_tiff", "UNet",
     "PLANE_CONTEXT", "Segmentation", "UNetModel", "Mode", "Task", "STROKE_STEPS", "Progress", "Trainer",
-    "TrainResult", "fit", "make_trainer",
+    "TrainResult", "fit", "make_trainer", "BatchReport", "Skipped", "list_images", "mask_path", "segment_file",
+    "segment_files",
 ]
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ def test_manifest_validates_and_imports():
     assert manifest.name == "napari-unet"
     manifest.validate_imports()  # raises if a python_name does not resolve
     contrib = manifest.contributions
-    assert [w.display_name for w in contrib.widgets] == ["U-Net segmentation"]
+    assert [w.display_name for w in contrib.widgets] == ["U-Net segmentation", "Segment a folder (U-Net)"]
     assert contrib.writers[0].layer_types == ["labels"]
     assert set(contrib.writers[0].filename_extensions) == {".tif", ".tiff"}
     assert len(contrib.sample_data) == 1
@@ -49,7 +49,7 @@ def test_plugin_manager_discovers_plugin():
     assert "napari-unet" in {m.name for m in pm.iter_manifests()}
     assert pm.get_manifest("napari-unet").display_name == "U-Net"
     widgets = [w.display_name for w in pm.iter_widgets() if w.command.startswith("napari-unet.")]
-    assert widgets == ["U-Net segmentation"]
+    assert widgets == ["U-Net segmentation", "Segment a folder (U-Net)"]
 
 
 def test_npe2_cli_lists_plugin():
