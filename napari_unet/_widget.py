@@ -49,11 +49,10 @@ from src_models import (
     pick_device,
     write_labels_tiff,
 )
+from src_models.bioimageio_export import export_bioimageio
 from src_models.project import Project, open_project, save_project
 
-from . import _project
-
-from . import _layers
+from . import _layers, _project
 from ._classes import ClassTable
 from ._messages import user_sentence
 from ._panels import register_panel
@@ -213,6 +212,9 @@ class UNetWidget(QWidget):
         self._export_btn.setToolTip("Write every prediction layer as a TIFF into a folder.")
         export = QVBoxLayout()
         export.addWidget(self._export_btn)
+        self._bioimageio_btn = QPushButton("Export to bioimage.io…")
+        self._bioimageio_btn.setToolTip("Write the model as a bioimage.io package (.zip), tested on the chosen image.")
+        export.addWidget(self._bioimageio_btn)
 
         # the sections scroll inside the dock: on a short screen nothing gets squeezed or clipped
         content = QWidget()
@@ -260,6 +262,7 @@ class UNetWidget(QWidget):
         self._load_model_btn.clicked.connect(lambda: self.load_model())
         self._save_model_btn.clicked.connect(lambda: self.save_model())
         self._export_btn.clicked.connect(lambda: self.export_predictions())
+        self._bioimageio_btn.clicked.connect(lambda: self.export_bioimageio())
 
     # -- closing the viewer stops the workers ----------------------------------------------
     def _watch_window(self) -> None:
@@ -622,6 +625,28 @@ class UNetWidget(QWidget):
         else:
             show_info(f"Exported {len(written)} prediction(s) to {folder}.")
         return written
+
+    def export_bioimageio(self, path: str | None = None, overwrite: bool = False) -> Path | None:
+        """Write the model as a bioimage.io package (``.zip``, else a folder) with test tensors from the
+        chosen image; asks for ``path`` when None (the dialog asks before replacing a file)."""
+        image = self.image_layer()
+        if self.model is None or image is None:
+            show_warning("Train or load a model and choose an image like its training images first.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", "unet_bioimageio.zip",
+                                                  "bioimage.io package (*.zip);;All files (*)")
+            if not path:
+                return None
+            overwrite = True
+        try:
+            out = export_bioimageio(self.model, path, _layers.image_source(image),
+                                    channel_axis=_layers.image_info(image).channel_axis, overwrite=overwrite)
+        except (InputError, OSError) as error:
+            show_error(f"Could not export to bioimage.io: {user_sentence(error)}")
+            return None
+        show_info(f"Exported the model to {out}.")
+        return out
 
     # -- shared state the sections use --------------------------------------------------
     def preset(self) -> str:

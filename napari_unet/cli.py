@@ -5,6 +5,7 @@
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--tta] [--overwrite] ...
     napari-unet predict --project DIR --out-dir DIR [...]
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
+    napari-unet export-bioimageio MODEL --out DIR_OR_ZIP [--image IMG] [--author NAME] [--overwrite]
 
 Every mistake and file-system fault ends with one sentence on stderr and exit status 2, never
 a traceback; Ctrl-C or SIGTERM during ``train`` stops after the current step and saves the
@@ -57,6 +58,7 @@ FLAGS = {
     "steps": "--steps", "tile_size": "--tile-size", "batch_size": "--batch-size", "patch_size": "--patch-size",
     "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
     "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project", "out_dir": "--out-dir",
+    "image": "--image",
 }
 _DEFAULTS = TrainConfig()
 
@@ -135,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = sub.add_parser("view", help="open napari with the U-Net panel and an image (the sample by default)")
     view.add_argument("images", nargs="*", metavar="IMG", help="images to open (default: the sample image)")
+
+    export = sub.add_parser("export-bioimageio", help="write a model as a bioimage.io model package")
+    export.add_argument("model", metavar="MODEL_FILE")
+    export.add_argument("--out", required=True, metavar="DIR_OR_ZIP",
+                        help="a .zip file name writes a zip package, any other name a folder")
+    export.add_argument("--image", default=None, metavar="IMG",
+                        help="an image like the training images, for the test tensors and the cover "
+                             "(default: the synthetic nuclei sample, for grey 2D models)")
+    export.add_argument("--author", action="append", default=None, metavar="NAME",
+                        help="an author of the model (repeat for several)")
+    export.add_argument("--overwrite", action="store_true", help="replace DIR_OR_ZIP if it exists")
 
     for p in (train, predict):
         p.add_argument("--device", default=None, choices=DEVICE_CHOICES, help="default auto: CUDA, then MPS, then CPU")
@@ -372,6 +385,29 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "image"
 
 
+def _export_bioimageio(args) -> int:
+    from src_models.bioimageio_export import export_bioimageio
+
+    model = UNetModel.load(args.model, device="cpu")
+    if args.image is not None:
+        image = read_image(args.image)
+        try:
+            axis = guess_channel_axis(image.shape, n_channels=model.image_channels)
+        except InputError as exc:
+            raise InputError(f"{args.image}: {exc}") from None
+    elif model.image_channels == 1 and model.config.dims == 2:
+        from ._sample_data import synthetic_nuclei
+
+        image, axis = synthetic_nuclei()[0], None
+    else:
+        raise InputError(f"The sample image is grey and 2D but this model takes {model.image_channels}-channel "
+                         f"{model.config.dims}D images; give one like its training images.", setting="image")
+    authors = {"authors": args.author} if args.author else {}
+    out = export_bioimageio(model, args.out, image, channel_axis=axis, overwrite=args.overwrite, **authors)
+    print(f"{args.model} -> {out} (bioimage.io model package)")
+    return 0
+
+
 def _view(args) -> int:
     for path in args.images:  # a missing or foreign file: one sentence before napari starts
         open_image_lazily(path)
@@ -413,7 +449,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         with _sigterm_as_interrupt():
-            return {"train": _train, "predict": _predict, "view": _view}[args.command](args)
+            return {"train": _train, "predict": _predict, "view": _view,
+                    "export-bioimageio": _export_bioimageio}[args.command](args)
     except InputError as exc:  # also ModelFileError and WriteError
         print(f"napari-unet: error: {_sentence(exc)}", file=sys.stderr)
         return 2
