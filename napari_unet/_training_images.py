@@ -67,6 +67,8 @@ class TrainingImages(QListWidget):
         self._unticked: set[str] = set()
         self.setToolTip("Train learns from every ticked image at once; untick an image to leave it out.")
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
+        self.setTextElideMode(Qt.ElideRight)  # long lines end in "…" (the tooltip has them whole)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.itemChanged.connect(self._on_item_changed)
         self._fit_height()
 
@@ -79,7 +81,8 @@ class TrainingImages(QListWidget):
             self.clear()
             for pair in pairs:
                 painted, per_class = painted_summary(pair.annotation)
-                item = QListWidgetItem(f"{pair.name} — {painted:,} px: {per_class}")
+                item = QListWidgetItem(f"{pair.name}: {painted:,} px painted\n{per_class}")
+                item.setToolTip(f"{pair.name}: {painted:,} px painted: {per_class}")
                 item.setData(Qt.UserRole, pair.name)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 item.setCheckState(Qt.Unchecked if pair.name in self._unticked else Qt.Checked)
@@ -119,7 +122,9 @@ class TrainingImages(QListWidget):
         else:
             self._unticked.add(name)
 
-    def _fit_height(self, max_rows: int = 4) -> None:
-        rows = min(max(self.count(), 1), max_rows)
-        row_height = self.sizeHintForRow(0) if self.count() else self.fontMetrics().height() + 4
-        self.setFixedHeight(rows * row_height + 2 * self.frameWidth() + 2)
+    def _fit_height(self, max_rows: int = 3) -> None:
+        """Show up to ``max_rows`` items (two lines each) without a scroll bar."""
+        empty = self.fontMetrics().height() + 6
+        heights = [max(self.sizeHintForRow(row), empty) for row in range(min(self.count(), max_rows))] or [empty]
+        self.setFixedHeight(sum(heights) + 2 * self.frameWidth() + 4)
+

@@ -70,8 +70,8 @@ def test_one_training_learns_from_two_images_of_different_sizes(two_images):
     paint(on_second, _strokes(second_bands, {0: 1, 2: 3}))
     widget._refresh_images_list()
     listed = [widget._images_list.item(i).text() for i in range(widget._images_list.count())]
-    assert len(listed) == 2 and listed[0].startswith("first — ") and "background" in listed[0]
-    assert listed[1].startswith("second — ") and "bright" in listed[1]
+    assert len(listed) == 2 and listed[0].startswith("first: ") and "\nbackground " in listed[0]
+    assert listed[1].startswith("second: ") and "bright " in listed[1] and "foreground" not in listed[1]
     assert [pair.name for pair in widget.training_pairs()] == ["first", "second"]
 
     widget._image_combo.setCurrentText("first")
