@@ -164,3 +164,17 @@ def test_write_labels_zarr_stores_class_names_for_the_plugins_export(tmp_path):
     data = np.asarray(node.data[0])
     assert data.dtype == np.uint16 and np.array_equal(data, labels)
     assert node.metadata["properties"] == {300: {"class": "cell"}}
+
+
+def test_plugin_exports_predictions_as_ome_zarr_into_a_folder_named_zarr(dock, nuclei, tmp_path):
+    from napari_unet._layers import CLASSES_KEY
+
+    image, mask = nuclei
+    viewer, widget = dock(image)
+    viewer.add_labels(mask.astype(np.uint8) + 1, name="img prediction",
+                      metadata={CLASSES_KEY: {1: "background", 2: "nucleus"}})
+    written = widget.export_predictions(str(tmp_path / "preds.zarr"))
+    assert [p.name for p in written] == ["img_prediction.ome.zarr"]
+    [node] = _label_nodes(written[0])
+    np.testing.assert_array_equal(np.asarray(node.data[0]), mask.astype(np.uint8) + 1)
+    assert node.metadata["properties"] == {1: {"class": "background"}, 2: {"class": "nucleus"}}
