@@ -50,6 +50,7 @@ from src_models import (
     write_labels_tiff,
 )
 from src_models.bioimageio_export import export_bioimageio
+from src_models.omezarr import write_labels_zarr
 from src_models.project import Project, open_project, save_project
 
 from . import _layers, _project
@@ -209,7 +210,8 @@ class UNetWidget(QWidget):
         self._predict = PredictSection(self)
 
         self._export_btn = QPushButton("Export all predictions…")
-        self._export_btn.setToolTip("Write every prediction layer as a TIFF into a folder.")
+        self._export_btn.setToolTip("Write every prediction layer as a TIFF into a folder "
+                                    "(as OME-Zarr when the folder's name ends in .zarr).")
         export = QVBoxLayout()
         export.addWidget(self._export_btn)
         self._bioimageio_btn = QPushButton("Export to bioimage.io…")
@@ -586,7 +588,8 @@ class UNetWidget(QWidget):
 
     # -- export ---------------------------------------------------------------------------
     def export_predictions(self, folder: str | None = None, overwrite: bool | None = None) -> list[Path]:
-        """Write every ``"… prediction"`` labels layer as ``<layer name>.tif`` into ``folder``.
+        """Write every ``"… prediction"`` labels layer as ``<layer name>.tif`` into ``folder``, or
+        as an OME-Zarr store ``<layer name>.ome.zarr`` when ``folder``'s name ends in ``.zarr``.
 
         Layers whose names give the same file name get ``_2``, ``_3``... Existing files are
         replaced only with ``overwrite`` (asked in a dialog when the folder was chosen in one);
@@ -599,10 +602,12 @@ class UNetWidget(QWidget):
             return []
         asked = folder is None
         if asked:
-            folder = QFileDialog.getExistingDirectory(self, "Export predictions to folder")
+            folder = QFileDialog.getExistingDirectory(self, "Export predictions to folder (a name ending in "
+                                                     ".zarr writes OME-Zarr)")
             if not folder:
                 return []
-        targets = _export_targets(Path(folder), [layer.name for layer in layers])
+        as_zarr = Path(folder).name.lower().endswith(".zarr")
+        targets = _export_targets(Path(folder), [layer.name for layer in layers], ".ome.zarr" if as_zarr else ".tif")
         existing = [target for target in targets if target.exists()]
         if existing and overwrite is None and asked:
             answer = QMessageBox.question(self, "Replace files?", f"{len(existing)} file(s) already exist in {folder} "
@@ -614,8 +619,9 @@ class UNetWidget(QWidget):
                 kept.append(target.name)
                 continue
             try:
-                written.append(write_labels_tiff(target, layer.data, overwrite=True,
-                                                 metadata=_layers.tiff_metadata(layer.metadata)))
+                write = write_labels_zarr if as_zarr else write_labels_tiff
+                written.append(write(target, layer.data, overwrite=True,
+                                     metadata=_layers.tiff_metadata(layer.metadata)))
             except InputError as error:  # a full disk or no permission: one sentence, the rest not tried
                 show_error(f"Export stopped after {len(written)} file(s): {error}")
                 return written
@@ -718,8 +724,8 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("_") or "prediction"
 
 
-def _export_targets(folder: Path, names: list[str]) -> list[Path]:
-    """``folder/<safe name>.tif`` for each layer name, made distinct (``_2``, ``_3``...) where
+def _export_targets(folder: Path, names: list[str], suffix: str = ".tif") -> list[Path]:
+    """``folder/<safe name><suffix>`` for each layer name, made distinct (``_2``, ``_3``...) where
     two names give the same file name (case-insensitively, for file systems that ignore case)."""
     targets, used = [], set()
     for name in names:
@@ -729,7 +735,7 @@ def _export_targets(folder: Path, names: list[str]) -> list[Path]:
             n += 1
             stem = f"{base}_{n}"
         used.add(stem.lower())
-        targets.append(folder / f"{stem}.tif")
+        targets.append(folder / f"{stem}{suffix}")
     return targets
 
 

@@ -4,6 +4,7 @@
     napari-unet train --project DIR [...]         (the project's images, labels, classes, model, settings)
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--tta] [--overwrite] ...
     napari-unet predict --project DIR --out-dir DIR [...]
+    napari-unet predict --model MODEL --images IMG.ome.zarr --zarr-labels [--label-name NAME] [--level N]
     napari-unet view [IMG...]      (napari with the plugin docked, the sample image by default)
     napari-unet export-bioimageio MODEL --out DIR_OR_ZIP [--image IMG] [--author NAME] [--overwrite]
 
@@ -44,8 +45,9 @@ from src_models import (
     read_labels,
     segment_file,
 )
-from src_models.batch import classes_path, mask_paths
+from src_models.batch import classes_path, is_zarr_target, mask_paths, open_for_segmentation, output_target
 from src_models.io import check_output_folder, check_writable, open_image_lazily
+from src_models.omezarr import DEFAULT_LABEL_NAME
 from src_models.project import open_project, save_project
 
 __all__ = ["main", "build_parser", "FLAGS"]
@@ -58,7 +60,8 @@ FLAGS = {
     "steps": "--steps", "tile_size": "--tile-size", "batch_size": "--batch-size", "patch_size": "--patch-size",
     "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
     "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project", "out_dir": "--out-dir",
-    "image": "--image",
+    "image": "--image", "level": "--level", "label_name": "--label-name", "zarr_labels": "--zarr-labels",
+    "semantic": "--semantic",
 }
 _DEFAULTS = TrainConfig()
 
@@ -122,7 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", metavar="MODEL_FILE", help="model file (not with --project: its model is used)")
     predict.add_argument("--images", nargs="+", metavar="IMG")
     predict.add_argument("--project", metavar="DIR", help="segment every image of a project with its model")
-    predict.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/<image stem>_mask.tif")
+    predict.add_argument("--out-dir", metavar="DIR",
+                         help="writes DIR/<image stem>_mask.tif (for OME-Zarr images a new store "
+                              "DIR/<image stem>_mask.ome.zarr)")
+    predict.add_argument("--zarr-labels", action="store_true",
+                         help="instead of --out-dir: write each mask into its OME-Zarr image's own labels group "
+                              "(IMG.ome.zarr/labels/NAME)")
+    predict.add_argument("--label-name", default=DEFAULT_LABEL_NAME, metavar="NAME",
+                         help="with --zarr-labels: the label group's name")
+    predict.add_argument("--level", type=_number(int, 0, 64), default=0, metavar="N",
+                         help="resolution level of OME-Zarr images (0 = full resolution; the mask has this level's "
+                              "size)")
     predict.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (slower, smoother)")
     predict.add_argument("--tile-size", type=_number(int, MIN_TILE_SIZE, 8192), default=None, metavar="PIXELS",
                          help="tile side in pixels (default: by device)")
@@ -335,12 +348,7 @@ def _predict(args) -> int:
                          f"{list(model.class_map.ids)}); train it with --objects.")
     if args.semantic and not objects:
         raise InputError("--semantic goes with objects mode (a model trained with --objects).")
-    out_dir = check_output_folder(args.out_dir)
-    targets = mask_paths(args.images, out_dir, stems)
-    for target in targets:  # every output checked before the first image is segmented
-        check_writable(target, overwrite=args.overwrite)
-        if args.semantic:
-            check_writable(classes_path(target), overwrite=args.overwrite)
+    targets = _predict_targets(args, model, stems)
     tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
         bar = _progress_bar(None, Path(path).name, args.quiet, "tile")
@@ -351,18 +359,48 @@ def _predict(args) -> int:
             bar.refresh()
 
         try:
-            result = segment_file(model, path, target, tile=tile, overwrite=args.overwrite, argmax=args.argmax,
-                                  semantic=args.semantic, progress=progress)
+            result = segment_file(model, path, target, level=args.level, label_name=args.label_name, tile=tile,
+                                  overwrite=args.overwrite, argmax=args.argmax, semantic=args.semantic,
+                                  progress=progress)
         finally:
             bar.close()
         labels = result.labels
-        if result.streamed_to is not None:
+        if result.streamed_to is not None and result.streamed_to.suffix.lower() in (".tif", ".tiff"):
             print(f"{path} -> {target} (uncompressed, streamed)")
+        elif result.streamed_to is not None:
+            print(f"{path} -> {result.streamed_to} {tuple(labels.shape)} (OME-Zarr labels, streamed)")
         elif objects:
-            print(f"{path} -> {target} {labels.shape} {int(labels.max())} objects")
+            where = target if target is not None else Path(path) / "labels" / args.label_name
+            print(f"{path} -> {where} {labels.shape} {int(labels.max())} objects")
         else:
             print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in np.unique(labels))}")
     return 0
+
+
+def _predict_targets(args, model, stems) -> list:
+    """The mask of each image (a path, or None for its OME-Zarr labels group), every one checked
+    (level, name, existing files, writable folders) before the first image is segmented."""
+    if args.zarr_labels and args.out_dir:
+        raise InputError("Give either --zarr-labels (masks into each OME-Zarr image) or --out-dir, not both.")
+    if not (args.zarr_labels or args.out_dir):
+        raise InputError("Give --out-dir DIR for the masks (or --zarr-labels to write them into OME-Zarr images).")
+    targets = [None] * len(args.images) if args.zarr_labels else \
+        mask_paths(args.images, check_output_folder(args.out_dir), stems)
+    for path, target in zip(args.images, targets):
+        _, _, zimage = open_for_segmentation(model, path, args.level)
+        if args.zarr_labels and (zimage is None or not zimage.is_ome):
+            raise InputError(f"{path} is not an OME-Zarr image, so it has no labels group; give --out-dir "
+                             "instead of --zarr-labels.")
+        sink = output_target(target, zimage, args.label_name)
+        if target is None or is_zarr_target(target):
+            if args.semantic and model.task.objects:
+                raise InputError("--semantic writes TIFF files; it cannot go with OME-Zarr images' masks.")
+            sink.check(overwrite=args.overwrite)
+            continue
+        check_writable(target, overwrite=args.overwrite)
+        if args.semantic:
+            check_writable(classes_path(target), overwrite=args.overwrite)
+    return targets
 
 
 def _project_inputs(args):

@@ -18,11 +18,12 @@ import numpy as np
 from .config import TileConfig
 from .errors import Cancelled, InputError, WriteError
 from .images import guess_channel_axis
-from .io import check_output_folder, open_image_lazily, write_labels_tiff
+from .io import check_output_folder, labels_dtype, open_image_lazily, write_labels_tiff
+from .omezarr import DEFAULT_LABEL_NAME, is_ome_zarr, is_zarr, labels_in_image, labels_store, open_zarr_image, zarr_stem
 from .segmentation import Segmentation
 
-__all__ = ["IMAGE_SUFFIXES", "BatchReport", "Skipped", "classes_path", "list_images", "mask_path", "mask_paths",
-           "segment_file", "segment_files"]
+__all__ = ["IMAGE_SUFFIXES", "BatchReport", "Skipped", "classes_path", "is_zarr_target", "list_images", "mask_path",
+           "mask_paths", "open_for_segmentation", "output_target", "segment_file", "segment_files"]
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,21 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 _MASK_SUFFIX = "_mask.tif"
+_ZARR_MASK_SUFFIX = "_mask.ome.zarr"
 _CLASSES_SUFFIX = "_classes.tif"
 
 
 def mask_path(out_dir, image_path) -> Path:
-    """Where the mask of ``image_path`` goes: ``<out_dir>/<image stem>_mask.tif``."""
+    """Where the mask of ``image_path`` goes: ``<out_dir>/<image stem>_mask.tif``, or for an
+    OME-Zarr image a new store ``<out_dir>/<image stem>_mask.ome.zarr``."""
+    if is_ome_zarr(image_path):
+        return Path(out_dir) / f"{zarr_stem(image_path)}{_ZARR_MASK_SUFFIX}"
     return Path(out_dir) / f"{Path(image_path).stem}{_MASK_SUFFIX}"
+
+
+def is_zarr_target(target) -> bool:
+    """Whether a mask path names an OME-Zarr store (``.zarr``) rather than a TIFF."""
+    return target is not None and Path(target).name.lower().endswith(".zarr")
 
 
 def classes_path(mask) -> Path:
@@ -51,7 +61,8 @@ def mask_paths(image_paths: Sequence, out_dir, names: Sequence[str] | None = Non
     if names is None:
         targets = [mask_path(out_dir, p) for p in image_paths]
     else:
-        targets = [Path(out_dir) / f"{name}{_MASK_SUFFIX}" for name in names]
+        targets = [Path(out_dir) / f"{name}{_ZARR_MASK_SUFFIX if is_ome_zarr(p) else _MASK_SUFFIX}"
+                   for name, p in zip(names, image_paths)]
     if len(set(targets)) != len(targets):
         raise InputError("Two images have the same file name; their masks would overwrite each other.")
     inputs = {Path(p).resolve() for p in image_paths}
@@ -96,20 +107,66 @@ def list_images(folder_or_glob) -> list[Path]:
     return found
 
 
-def segment_file(model, image_path, target, *, tile: TileConfig | None = None, overwrite: bool = False,
-                 argmax: bool = False, semantic: bool = False, progress: Callable[[int, int], None] | None = None,
-                 cancel=None) -> Segmentation:
-    """Segment one image file into the mask file ``target``.
+def open_for_segmentation(model, image_path, level: int = 0):
+    """``(image, channel_axis, zarr_image)`` of an image file or zarr folder, read lazily.
 
-    The image is read lazily and its channel axis guessed from `UNetModel.image_channels`;
-    a big image (classes mode) is streamed tile by tile into ``target``, others are written
-    as a compressed TIFF at least uint16 in objects mode (object ids), uint8 otherwise. In
-    objects mode with ``semantic`` the classes go to `classes_path` (``target``'s) too.
+    A zarr folder opens at resolution ``level`` with its channel axis from the OME-Zarr axes
+    (``zarr_image`` then says how it lies, for its labels); other files (``level`` 0 only)
+    get their channel axis guessed from `UNetModel.image_channels`.
+    """
+    zimage = None
+    if is_zarr(image_path):
+        zimage = open_zarr_image(image_path, level=level)
+        image, axis = zimage.data, zimage.channel_axis
+    else:
+        if level:
+            raise InputError(f"{image_path} has one resolution level (it is not a zarr image); choose level 0.",
+                             setting="level")
+        image, axis = open_image_lazily(image_path), None
+    if zimage is None or zimage.axes is None:  # no axes metadata: guess the channels
+        try:
+            axis = guess_channel_axis(image.shape, n_channels=model.image_channels)
+        except InputError as exc:
+            raise InputError(f"{image_path}: {exc}") from None
+    return image, axis, zimage
+
+
+def output_target(target, zimage, label_name: str = DEFAULT_LABEL_NAME):
+    """What `segment` streams into for ``target``: the TIFF path itself, or for None (the image's
+    own ``labels/<label_name>`` group) and ``.zarr`` paths an `omezarr.OmeZarrLabels`."""
+    if target is None:
+        if zimage is None:
+            raise InputError("Only an OME-Zarr image has a labels group to write into; write its mask to a "
+                             "folder instead.", setting="zarr_labels")
+        return labels_in_image(zimage, label_name)
+    if is_zarr_target(target):
+        return labels_store(target, zimage)
+    return Path(target)
+
+
+def segment_file(model, image_path, target, *, level: int = 0, label_name: str = DEFAULT_LABEL_NAME,
+                 tile: TileConfig | None = None, overwrite: bool = False, argmax: bool = False,
+                 semantic: bool = False, progress: Callable[[int, int], None] | None = None,
+                 cancel=None) -> Segmentation:
+    """Segment one image file (or zarr image) into the mask ``target``.
+
+    The image is read lazily and its channel axis taken from OME-Zarr metadata or guessed
+    from `UNetModel.image_channels`. A TIFF ``target``: a big image (classes mode) is
+    streamed tile by tile into it, others are written as a compressed TIFF at least uint16 in
+    objects mode (object ids), uint8 otherwise; in objects mode with ``semantic`` the classes
+    go to `classes_path` (``target``'s) too. A ``target`` ending in ``.zarr`` is a new
+    OME-Zarr store, and None the image's own OME-Zarr ``labels/<label_name>`` group; both are
+    filled chunk by chunk (classes mode) and appear only when complete.
 
     Parameters
     ----------
     model : UNetModel
-    image_path, target : path-like
+    image_path : path-like
+    target : path-like or None
+    level : int
+        Resolution level of an OME-Zarr image (0 = full); other files have only 0.
+    label_name : str
+        The label group's name when ``target`` is None.
     tile : TileConfig, optional
         Default: `UNetModel.default_tile`.
     overwrite : bool
@@ -123,28 +180,35 @@ def segment_file(model, image_path, target, *, tile: TileConfig | None = None, o
     Returns
     -------
     Segmentation
-        ``streamed_to`` is ``target`` when the mask was streamed.
+        ``streamed_to`` is the mask's path when the mask was streamed (TIFF or zarr, classes mode).
 
     Raises
     ------
     InputError
         The image cannot be read, or its channels do not fit the model (a sentence naming it).
     """
-    image = open_image_lazily(image_path)  # the engine reads what it needs, tile by tile
-    try:
-        axis = guess_channel_axis(image.shape, n_channels=model.image_channels)
-    except InputError as exc:
-        raise InputError(f"{image_path}: {exc}") from None
-    target = Path(target)
-    result = model.segment(image, channel_axis=axis, tile=tile, stream_to=target, overwrite=overwrite,
+    image, axis, zimage = open_for_segmentation(model, image_path, level)  # read tile by tile
+    sink = output_target(target, zimage, label_name)
+    zarr_out = not isinstance(sink, Path)
+    objects = model.task.objects
+    if zarr_out and semantic and objects:
+        raise InputError("The semantic classes are written as TIFF only; leave out semantic for OME-Zarr masks.",
+                         setting="semantic")
+    if zarr_out:
+        sink.check(overwrite=overwrite)
+    result = model.segment(image, channel_axis=axis, tile=tile, stream_to=sink, overwrite=overwrite,
                            argmax=argmax, semantic=semantic, progress=progress, cancel=cancel)
     if result.streamed_to is not None:
         return result
-    objects = model.task.objects
-    write_labels_tiff(target, result.labels, overwrite=overwrite, metadata=result.metadata,
+    if zarr_out:  # objects mode: the object ids are in memory already
+        dtype = np.promote_types(labels_dtype(result.labels), np.uint16)
+        with sink.open_labels(result.labels.shape, dtype, metadata=result.metadata, overwrite=overwrite) as out:
+            out.array[...] = result.labels.astype(dtype, copy=False)
+        return result
+    write_labels_tiff(sink, result.labels, overwrite=overwrite, metadata=result.metadata,
                       min_dtype=np.uint16 if objects else np.uint8)
     if objects and result.classes is not None:
-        write_labels_tiff(classes_path(target), result.classes, overwrite=overwrite, metadata={
+        write_labels_tiff(classes_path(sink), result.classes, overwrite=overwrite, metadata={
             "class_ids": list(model.class_map.ids), "class_names": list(model.class_map.names)})
     return result
 

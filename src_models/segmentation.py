@@ -5,6 +5,7 @@ streamed into a file), the decision is made here; `UNetModel.segment` calls it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +32,7 @@ class Segmentation:
     labels : ndarray
         Class ids (the ids the user painted), or in objects mode one id per object (0 =
         background); the image's shape less its channel axis (one plane or a region of it
-        when asked). A memory map of ``streamed_to`` when the result was streamed.
+        when asked). The written array (a memory map, a zarr array) when the result was streamed.
     metadata : dict
         What a TIFF of ``labels`` should carry: class ids and names, or ``{"mode": "objects"}``.
     classes : ndarray or None
@@ -39,7 +40,7 @@ class Segmentation:
     probabilities : ndarray or None
         With ``probabilities=True``: class probabilities ``(*stack, K, H, W)``.
     streamed_to : Path or None
-        The TIFF the labels were written into, band by band, when the image was big.
+        The TIFF or zarr label group the labels were written into, band by band.
     """
 
     labels: np.ndarray
@@ -72,10 +73,12 @@ def segment(model, image, *, channel_axis: int | None = None, plane: tuple[int, 
         reads `PLANE_CONTEXT` planes on each side of it.
     region : (y0, y1, x0, x1), optional
         Only this window (with the whole image's normalisation and real context around it).
-    stream_to : path, optional
-        When the image has more than `io.STREAM_PIXELS` pixels (classes mode, whole image),
-        the labels are written band by band into an uncompressed TIFF there, complete or
-        absent; smaller images are segmented in memory and nothing is written.
+    stream_to : path or `omezarr.OmeZarrLabels`, optional
+        A path: when the image has more than `io.STREAM_PIXELS` pixels (classes mode, whole
+        image), the labels are written band by band into an uncompressed TIFF there, complete
+        or absent; smaller images are segmented in memory and nothing is written. An OME-Zarr
+        label target (anything with ``open_labels``): the labels of every image are streamed
+        into its chunked array, complete or absent (classes mode, whole image).
     overwrite : bool
         Whether ``stream_to`` may replace an existing file.
     tile : TileConfig, optional
@@ -107,11 +110,14 @@ def segment(model, image, *, channel_axis: int | None = None, plane: tuple[int, 
                             probabilities=probs if probabilities else None)
     separate = False if argmax else None
     big = int(np.prod(view.shape, dtype=np.int64)) > image_io.STREAM_PIXELS
-    if stream_to is not None and big and plane is None and region is None and not probabilities:
-        with image_io.StreamedLabels(stream_to, view.shape, model.class_map.dtype, overwrite=overwrite,
-                            metadata=metadata) as streamed:
+    sink = getattr(stream_to, "open_labels", None)  # a zarr label group: always streamed, it is chunked anyway
+    if stream_to is not None and (big or sink is not None) and plane is None and region is None \
+            and not probabilities:
+        if sink is None:
+            sink = partial(image_io.StreamedLabels, stream_to)
+        with sink(view.shape, model.class_map.dtype, overwrite=overwrite, metadata=metadata) as streamed:
             model.predict(image, channel_axis=channel_axis, out=streamed.array, separate=separate, **options)
-        return Segmentation(streamed.array, metadata, streamed_to=Path(stream_to))
+        return Segmentation(streamed.array, metadata, streamed_to=Path(streamed.path))
     if probabilities:
         labels, probs = model.predict(image, channel_axis=channel_axis, region=region, probabilities=True,
                                      separate=separate, **options)
