@@ -184,14 +184,15 @@ def test_plugin_objects_mode_trains_and_predicts_instances(dock, qtbot):
     # turns them into background / interior / boundary with border weights
     section = widget._train
     section._trainer = make_trainer(image, painted, task=Task("objects"), config=TrainConfig(steps=1, device="cpu"))
-    section._painted = annotation
+    section._pairs = [widget.current_pair()]
+    section._schedule_push(0)
     section._push_labels()
     pushed = section._trainer.data._pending[0]
     np.testing.assert_array_equal(pushed, annotation.data)
     section._trainer.data.apply_pending()
     assert {BACKGROUND, INTERIOR, BOUNDARY} <= set(np.unique(section._trainer.labels[0]))
     assert section._trainer.data.painted.pixel_weights[0].max() > 1
-    section._trainer = section._painted = None
+    section._trainer, section._pairs = None, []
     widget._predict._predict_btn.click()
     prediction = viewer.layers["img prediction"].data
     assert prediction.shape == labels.shape and prediction.dtype in (np.uint16, np.uint32)

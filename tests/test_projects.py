@@ -285,3 +285,17 @@ def test_command_line_trains_and_predicts_a_project(tmp_path, capsys):
     assert cli.main(["predict", "--project", str(empty), "--out-dir", str(out)]) == 2
     assert "has no model yet" in capsys.readouterr().err
 
+
+
+def test_a_plane_and_a_stack_train_together(tmp_path):
+    plane, plane_bands = _bands(64, 80, (0, 1, 2), seed=5)
+    stack = np.stack([_bands(48, 48, (1, 0), seed=6 + z)[0] for z in range(3)])
+    stack_bands = np.stack([_bands(48, 48, (1, 0), seed=6 + z)[1] for z in range(3)])
+    stack_labels = np.zeros(stack.shape, np.uint8)
+    stack_labels[1] = _strokes(stack_bands[1], {0: 1, 1: 2})  # one painted plane of the stack
+    trainer = make_trainer([plane, stack], [_strokes(plane_bands, {0: 1, 1: 2}), stack_labels],
+                           config=TrainConfig(steps=3, preset="small"))
+    for _ in trainer.run():
+        pass
+    assert trainer.result.steps == 3
+    assert sorted(trainer.data.sampler._slices) == [(0, 0), (1, 1)]  # the plane and the painted slice of the stack
