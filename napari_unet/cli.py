@@ -2,6 +2,7 @@
 
     napari-unet train --images IMG... --labels LAB... --out MODEL [--time-budget S] [--steps N] ...
     napari-unet train --project DIR [...]         (the project's images, labels, classes, model, settings)
+    torchrun --nproc_per_node N -m napari_unet.cli train --distributed ...   (N processes, DDP)
     napari-unet predict --model MODEL --images IMG... --out-dir DIR [--tta] [--overwrite] ...
     napari-unet predict --project DIR --out-dir DIR [...]
     napari-unet predict --model MODEL --images IMG.ome.zarr --zarr-labels [--label-name NAME] [--level N]
@@ -45,6 +46,7 @@ from src_models import (
     read_labels,
     segment_file,
 )
+from src_models.distributed_training import ProcessGroup
 from src_models.batch import classes_path, is_zarr_target, mask_paths, open_for_segmentation, output_target
 from src_models.io import check_output_folder, check_writable, open_image_lazily
 from src_models.omezarr import DEFAULT_LABEL_NAME
@@ -61,7 +63,7 @@ FLAGS = {
     "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
     "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project", "out_dir": "--out-dir",
     "image": "--image", "level": "--level", "label_name": "--label-name", "zarr_labels": "--zarr-labels",
-    "semantic": "--semantic",
+    "semantic": "--semantic", "micro_batches": "--micro-batches",
 }
 _DEFAULTS = TrainConfig()
 
@@ -116,7 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
                             f"default {_DEFAULTS.z_ratio:g})")
     train.add_argument("--patch-depth", type=_number(int, 1, 1024), default=_DEFAULTS.patch_depth, metavar="N",
                        help="with --3d: planes per block")
-    train.add_argument("--batch-size", type=_number(int, 1, 1024), default=_DEFAULTS.batch_size, metavar="N")
+    train.add_argument("--batch-size", type=_number(int, 1, 1024), default=_DEFAULTS.batch_size, metavar="N",
+                       help="patches per pass (with --distributed: per process)")
+    train.add_argument("--micro-batches", type=_number(int, 1, 1024), default=None, metavar="N",
+                       help="passes of --batch-size patches per step, gradients summed: N times the batch in the "
+                            "memory of one (repeats an N-process --distributed training on one device; default "
+                            f"{_DEFAULTS.micro_batches})")
+    train.add_argument("--distributed", action="store_true",
+                       help="one of the processes of a torchrun launch (torchrun --nproc_per_node N -m "
+                            "napari_unet.cli train --distributed ...): DistributedDataParallel, NCCL on GPUs, gloo "
+                            "on CPUs; each process trains on --batch-size patches of its own, and only the first "
+                            "writes files and shows progress")
     train.add_argument("--patch-size", type=_number(int, 16, 4096), default=_DEFAULTS.patch_size, metavar="PIXELS")
     train.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=_DEFAULTS.seed)
     train.add_argument("--overwrite", action="store_true", help="replace MODEL_FILE if it exists")
@@ -176,15 +188,16 @@ def _progress_bar(total, desc, quiet, unit):
 
 
 @contextlib.contextmanager
-def _stop_on_signals(cancel: threading.Event):
+def _stop_on_signals(cancel: threading.Event, say: bool = True):
     """While training: the first Ctrl-C or SIGTERM sets ``cancel`` (the trainer ends the step and
-    the model is saved); a second Ctrl-C quits at once without saving."""
+    the model is saved); a second Ctrl-C quits at once without saving. ``say``: print that."""
     def stop(signum, frame):
         if cancel.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         cancel.set()
-        print("\nnapari-unet: stopping after this step; the model will be saved (Ctrl-C again quits without it).",
-              file=sys.stderr)
+        if say:
+            print("\nnapari-unet: stopping after this step; the model will be saved (Ctrl-C again quits "
+                  "without it).", file=sys.stderr)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -206,10 +219,20 @@ def _train(args) -> int:
     if args.project:
         if args.images or args.labels:
             raise InputError("Give either --project or --images with --labels, not both.")
-        return _train_project(args)
-    if not (args.images and args.labels and args.out):
+    elif not (args.images and args.labels and args.out):
         raise InputError("Give --images, --labels and --out (or --project DIR).")
-    out = check_writable(args.out, overwrite=args.overwrite)
+    if not args.distributed:
+        return _train_project(args, None) if args.project else _train_files(args, None)
+    with ProcessGroup.start(args.device or _DEFAULTS.device) as group:
+        args.quiet = args.quiet or not group.is_main  # one progress bar, the first process's
+        return _train_project(args, group) if args.project else _train_files(args, group)
+
+
+def _train_files(args, group: ProcessGroup | None) -> int:
+    """Train on ``--images`` and ``--labels``; with a process ``group``, only its first process
+    checks and writes the model file."""
+    main = group is None or group.is_main
+    out = check_writable(args.out, overwrite=args.overwrite) if main else Path(args.out)
     if len(args.images) != len(args.labels):
         raise InputError(f"{len(args.images)} image(s) but {len(args.labels)} labels file(s): "
                          "give one labels file per image, in the same order.")
@@ -226,9 +249,13 @@ def _train(args) -> int:
     channel_axis = axes.pop()
     config = TrainConfig(**_config_flags(args, with_defaults=True))
     task = Task("objects" if args.objects else "classes", 3 if args.volume else 2)
-    start_model = UNetModel.load(args.from_model, device=config.device) if args.from_model else None
-    trainer = make_trainer(images, labels, task=task, config=config, model=start_model, channel_axis=channel_axis)
+    device = group.device if group is not None else config.device
+    start_model = UNetModel.load(args.from_model, device=device) if args.from_model else None
+    trainer = make_trainer(images, labels, task=task, config=config, model=start_model, channel_axis=channel_axis,
+                           process_group=group)
     result, elapsed = _run_training(trainer, args.quiet)
+    if not main:
+        return 130 if result.stopped and not result.message else 0
     where = _save_model(result.model, out)
     _report(result, elapsed, f"model written to {where}")
     if where != out:
@@ -242,26 +269,32 @@ def _config_flags(args, *, with_defaults: bool) -> dict:
     flags = {"time_budget": args.time_budget, "steps": args.steps, "device": args.device, "preset": args.preset,
              "seed": args.seed, "batch_size": args.batch_size, "patch_size": args.patch_size,
              "z_ratio": args.z_ratio, "patch_depth": args.patch_depth, "precision": args.precision,
-             "dense": args.dense or None}
+             "dense": args.dense or None, "micro_batches": args.micro_batches}
     if with_defaults:
         flags = {k: (v if v is not None else getattr(_DEFAULTS, k)) for k, v in flags.items()}
         flags["time_budget"], flags["steps"] = args.time_budget, args.steps
+        flags["micro_batches"] = args.micro_batches or _DEFAULTS.micro_batches
     return flags
 
 
-def _train_project(args) -> int:
-    """Train on a project's painted images (from its model) and save the model back into it."""
-    out = check_writable(args.out, overwrite=args.overwrite) if args.out else None
+def _train_project(args, group: ProcessGroup | None) -> int:
+    """Train on a project's painted images (from its model) and save the model back into it
+    (with a process ``group``, only its first process saves)."""
+    main = group is None or group.is_main
+    out = check_writable(args.out, overwrite=args.overwrite) if args.out and main else None
     project = _open_project(args.project, args.device)
     images, labels, channel_axis = project.training_pairs()
     task = Task("objects" if args.objects else project.task.mode, 3 if args.volume else project.task.dims)
     config = project.train_config(**_config_flags(args, with_defaults=False))
-    start_model = UNetModel.load(args.from_model, device=config.device) if args.from_model else project.model
+    device = group.device if group is not None else config.device
+    start_model = UNetModel.load(args.from_model, device=device) if args.from_model else project.model
     if start_model is not None and start_model.task.mismatch(task):
         raise InputError(start_model.task.mismatch(task), setting="mode")
     trainer = make_trainer(images, labels, task=task, config=config, model=start_model, channel_axis=channel_axis,
-                           class_names=project.classes or None)
+                           class_names=project.classes or None, process_group=group)
     result, elapsed = _run_training(trainer, args.quiet)
+    if not main:
+        return 130 if result.stopped and not result.message else 0
     project.model, project.task = result.model, task
     project.loss_history = [*project.loss_history, *result.losses]
     try:
@@ -289,7 +322,7 @@ def _run_training(trainer, quiet: bool):
     cancel = threading.Event()
     bar = None
     t0 = time.perf_counter()
-    with _stop_on_signals(cancel):
+    with _stop_on_signals(cancel, say=not quiet):
         try:
             for p in trainer.run(cancel):
                 if bar is None:  # the engine says what ends this training: steps, or the clock

@@ -21,6 +21,7 @@ from .config import (
     preset_config,
 )
 from .device import DEVICE_CHOICES, PRECISION_CHOICES, pick_device
+from .distributed_training import ProcessGroup
 from .errors import Cancelled, InputError, ModelFileError, WriteError
 from .images import ImageView, Normalization, guess_channel_axis
 from .io import STREAM_PIXELS, read_image, read_labels, write_labels_tiff
@@ -33,8 +34,8 @@ from .training import STROKE_STEPS, Progress, Trainer, TrainResult, fit, make_tr
 __all__ = [
     "ClassMap", "MAX_CLASS_ID", "UNPAINTED", "DEFAULT_TIME_BUDGET", "MIN_TILE_SIZE", "PRESETS", "PRESET_CHOICES",
     "TileConfig", "TrainConfig", "UNetConfig", "preset_config", "DEVICE_CHOICES", "PRECISION_CHOICES",
-    "pick_device", "Cancelled", "InputError", "ModelFileError", "WriteError", "ImageView", "Normalization",
-    "guess_channel_axis", "STREAM_PIXELS", "read_image", "read_labels", "write_labels_tiff", "UNet",
+    "pick_device", "ProcessGroup", "Cancelled", "InputError", "ModelFileError", "WriteError", "ImageView",
+    "Normalization", "guess_channel_axis", "STREAM_PIXELS", "read_image", "read_labels", "write_labels_tiff", "UNet",
     "PLANE_CONTEXT", "Segmentation", "UNetModel", "Mode", "Task", "STROKE_STEPS", "Progress", "Trainer",
     "TrainResult", "fit", "make_trainer", "BatchReport", "Skipped", "list_images", "mask_path", "segment_file",
     "segment_files",

@@ -246,6 +246,13 @@ class TrainConfig(_Record):
     hardware bf16, ``"bf16"``/``"fp32"`` force it (`device.uses_bf16`). The time budget's
     default is `DEFAULT_TIME_BUDGET`. Every field is checked; a value out of range raises
     `InputError` naming the allowed range.
+
+    ``micro_batches`` passes of ``batch_size`` patches make one step (gradient accumulation):
+    a step learns from ``batch_size x micro_batches`` patches in the memory of ``batch_size``.
+    Pass ``j`` draws its patches, augmentation and drop-out from its own random stream (seed
+    ``seed + j``), as rank ``j`` of a distributed training does (`distributed_training`), so one
+    process with ``micro_batches=N`` repeats an N-process training (batch norm, per pass or per
+    process, alike); 1 is the ordinary step.
     """
 
     steps: int | None = None
@@ -280,6 +287,7 @@ class TrainConfig(_Record):
     ema_decay: float = 0.0
     precision: str = "auto"
     filter_features: bool = False
+    micro_batches: int = 1
 
     def __post_init__(self):
         if self.steps is not None:
@@ -287,6 +295,7 @@ class TrainConfig(_Record):
         if self.time_budget is not None:
             _check_number("time_budget", self.time_budget, 1e-3, 1e7, unit=" seconds")
         _check_number("batch_size", self.batch_size, 1, 1024, integer=True)
+        _check_number("micro_batches", self.micro_batches, 1, 1024, integer=True)
         _check_number("patch_size", self.patch_size, 16, 4096, integer=True, unit=" pixels")
         _check_number("lr", self.lr, 1e-8, 10.0)
         _check_number("fill_reach", self.fill_reach, 0, 1000, integer=True, unit=" pixels")

@@ -90,9 +90,10 @@ class PatchSampler:
         """Class indices with at least one painted pixel."""
         return [k for k in range(self.n_classes) if any(len(e["centres"][k]) for e in self._slices.values())]
 
-    def draw(self, batch_size: int):
-        """Return ``image (B, C, *patch)``, ``target (B, *patch)``, ``weight (B, *patch)`` or None."""
-        shape = self.patch_shape
+    def draw(self, batch_size: int, rng: np.random.Generator | None = None):
+        """Return ``image (B, C, *patch)``, ``target (B, *patch)``, ``weight (B, *patch)`` or None;
+        positions from ``rng`` (default: the sampler's own)."""
+        shape, rng = self.patch_shape, rng if rng is not None else self.rng
         with self._lock:
             classes = self.painted_classes
             if not classes:
@@ -100,13 +101,13 @@ class PatchSampler:
             images, targets, weights = [], [], []
             entries = list(self._slices.values())
             for _ in range(batch_size):
-                k = classes[self.rng.integers(len(classes))]
+                k = classes[rng.integers(len(classes))]
                 counts = np.array([len(e["centres"][k]) for e in entries], dtype=np.float64)
-                entry = entries[self.rng.choice(len(entries), p=counts / counts.sum())]
-                flat = entry["centres"][k][self.rng.integers(len(entry["centres"][k]))]
+                entry = entries[rng.choice(len(entries), p=counts / counts.sum())]
+                flat = entry["centres"][k][rng.integers(len(entry["centres"][k]))]
                 position = np.unravel_index(int(flat), entry["shape"])
                 # the painted pixel lands anywhere inside the patch; +p undoes the padding
-                starts = [int(c) + p - int(self.rng.integers(p)) for c, p in zip(position, shape)]
+                starts = [int(c) + p - int(rng.integers(p)) for c, p in zip(position, shape)]
                 window = tuple(slice(start, start + p) for start, p in zip(starts, shape))
                 images.append(entry["image"][(slice(None), *window)])
                 targets.append(entry["target"][window])

@@ -22,6 +22,7 @@ from .augment import Augmenter
 from .config import DEFAULT_TIME_BUDGET, TrainConfig, preset_config, preset_name, z_kernels_for, z_pooling_for
 from .decisions import decide_after_training, pseudo_labels
 from .device import pick_device
+from .distributed_training import ProcessGroup
 from .errors import InputError
 from .features import FilterFeatures
 from .images import Normalization
@@ -118,6 +119,10 @@ class Trainer:
     prepare : callable, optional
         ``prepare(i, labels) -> (targets, weights or None)`` (see `PaintedImages`); for labels
         sent with `update_labels` it runs in the training thread.
+    process_group : ProcessGroup, optional
+        Train as one of the processes of a torchrun launch (`distributed_training`): on the
+        group's device, with `DistributedDataParallel`, patches from random stream ``rank``
+        (``batch_size`` per process), stopping at the same step as the others.
 
     Raises
     ------
@@ -127,12 +132,13 @@ class Trainer:
 
     def __init__(self, images, labels, *, config: TrainConfig | None = None, model: UNetModel | None = None,
                  channel_axis: int | None = None, class_names: dict | None = None,
-                 pixel_weights: list | None = None, prepare=None):
+                 pixel_weights: list | None = None, prepare=None, process_group: ProcessGroup | None = None):
         self.config = cfg = config or TrainConfig()
+        self.process_group = process_group
         painted = PaintedImages(images, labels, channel_axis=channel_axis, pixel_weights=pixel_weights,
                                 prepare=prepare)
         class_map = painted.class_map(dense=cfg.dense, names=class_names)
-        self.device = pick_device(cfg.device)
+        self.device = process_group.device if process_group is not None else pick_device(cfg.device)
         #: the labels are strokes (a few per cent of the painted slices), not full masks
         self.from_strokes = not cfg.dense and painted.painted_share(class_map) < 0.5
         self.model = self._start_model(model, painted, class_map)
@@ -143,9 +149,11 @@ class Trainer:
         if self.dims == 3:
             self._check_volumes(painted.views)
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-        self._rng = np.random.default_rng(seed)
-        self._generator = torch.Generator(device="cpu").manual_seed(seed)
-        self._dropout_rng = self._seeded_rng_states(seed)
+        # one random stream (patches, augmentation, drop-out) per pass of a step: seed + j for pass j
+        # of `micro_batches`, counted on from rank * micro_batches in a distributed training
+        first = (process_group.rank if process_group is not None else 0) * cfg.micro_batches
+        self._streams = [_Stream(seed + first + j) for j in range(cfg.micro_batches)]
+        self._rng = self._streams[0].rng
         use_border = cfg.border_weight if cfg.border_weight is not None else self.class_map.n_classes == 2
         # thin separators: a candidate for two classes in 2D; with separate_regions None, decided after
         # training by the shape of the predicted first class (`separation.separators_are_lines`)
@@ -160,6 +168,7 @@ class Trainer:
                                  pseudo_weight=cfg.pseudo_weight, normalization=self.model.normalization)
         self.views, self.labels = self.data.views, self.data.labels
         self._optimizer = None
+        self._train_net: torch.nn.Module | None = None  # the network a step trains (in DDP when distributed)
         self._augmenter = Augmenter(elastic=cfg.elastic, intensity=True)
         self._loss = SegmentationLoss(cfg.dice_weight)
         #: steps after which training ends (None: only the time budget ends it)
@@ -261,6 +270,8 @@ class Trainer:
         opt = self._optimizer
         autocast = self.model._autocast()
         net.train()
+        ranks = self.process_group
+        self._train_net = ranks.wrap(net) if ranks is not None else net
         losses: list[float] = []
         average = WeightAverage(net, cfg.ema_decay) if cfg.ema_decay else None
         pseudo_points = [0.5, 0.75] if cfg.pseudo_labels else []
@@ -272,7 +283,10 @@ class Trainer:
         try:
             while True:
                 elapsed = time.perf_counter() - start
-                if cancel is not None and cancel.is_set():
+                cancelled = cancel is not None and cancel.is_set()
+                if ranks is not None:  # every process stops at the same step, on one clock
+                    cancelled, elapsed = ranks.agree(cancelled, elapsed)
+                if cancelled:
                     stopped = True
                     break
                 if (self.step_limit is not None and step >= self.step_limit) or \
@@ -297,6 +311,11 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
+                    if ranks is not None:  # the others wait for this process's gradients: no retry
+                        raise InputError(
+                            f"The {self.device.type.upper()} of process {ranks.rank} ran out of memory with "
+                            f"{batch} patch(es) per process; use a smaller batch size or patch size.",
+                            setting="batch_size") from None
                     if batch == 1:
                         shape = self.sampler.patch_shape
                         patch = f"{shape[-1]}²" if len(shape) == 2 else " x ".join(map(str, shape))
@@ -308,6 +327,8 @@ class Trainer:
                              "patch(es) per step."
                     log.warning(notice)
                     continue
+                if ranks is not None:
+                    loss = ranks.mean(loss)
                 if not math.isfinite(loss):
                     raise InputError(f"Training diverged at step {step + 1} (the loss is {loss}); train again in fp32 "
                                      "precision or with a lower learning rate.", setting="precision")
@@ -321,13 +342,19 @@ class Trainer:
                 notice = None
         finally:
             net.eval()
+            self._train_net = net
             self.model.info["steps"] = int(self.model.info.get("steps", 0)) + step
             self.model.info["train_config"] = cfg.to_dict()
+            self.model.info["loss_history"] = [*self.model.info.get("loss_history", []), *losses]
+            if ranks is not None:
+                self.model.info["processes"] = ranks.world_size
         if not step and not stopped:
             raise InputError(f"The time budget ({self.time_budget:g} s) ended before the first training step; "
                              "give a longer time budget.", setting="time_budget")
         if average is not None and step:
             average.copy_to(net)
+        if ranks is not None and step:
+            ranks.average_buffers(net)
         if step:
             decide_after_training(self.model, self.data, cfg, self._may_separate)
         self.result = TrainResult(
@@ -337,36 +364,38 @@ class Trainer:
         return self.result
 
     def _step(self, batch: int, autocast, channels_last: bool) -> float:
-        """One optimisation step on ``batch`` fresh patches; returns the loss."""
-        cfg, net, opt = self.config, self.model.net, self._optimizer
-        x, y, w = self.sampler.draw(batch)
-        if cfg.augment:
-            x, y, w = self._augmenter(x, y, w, generator=self._generator)
-        if channels_last:
-            x = x.contiguous(memory_format=self.model.memory_format)
+        """One optimisation step on ``batch`` fresh patches per pass (``micro_batches`` passes,
+        gradients summed); returns the mean loss."""
+        cfg, net, opt = self.config, self._train_net, self._optimizer
         opt.zero_grad(set_to_none=True)
-        with autocast, self._own_random_numbers():
-            logits = net(x)
-        loss = self._loss(logits.float(), y, w)
-        if cfg.smoothness_weight:
-            loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
-        loss.backward()
+        passes, total = len(self._streams), 0.0
+        for j, stream in enumerate(self._streams):
+            x, y, w = self.sampler.draw(batch, rng=stream.rng)
+            if cfg.augment:
+                x, y, w = self._augmenter(x, y, w, generator=stream.generator)
+            if channels_last:
+                x = x.contiguous(memory_format=self.model.memory_format)
+            # DistributedDataParallel averages the gradients over the processes in the last pass's backward
+            sync = j == passes - 1 or not hasattr(net, "no_sync")
+            with contextlib.nullcontext() if sync else net.no_sync():
+                with autocast, self._own_random_numbers(stream.dropout):
+                    logits = net(x)
+                loss = self._loss(logits.float(), y, w)
+                if cfg.smoothness_weight:
+                    loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
+                (loss / passes if passes > 1 else loss).backward()
+            total += float(loss.detach())
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
-        return float(loss.detach())
-
-    def _seeded_rng_states(self, seed: int) -> dict:
-        """Random-number states for the network's drop-out, from this trainer's seed (the
-        CUDA one is seeded at the first step)."""
-        return {"seed": seed, "cpu": torch.Generator(device="cpu").manual_seed(seed).get_state(), "cuda": None}
+        return total / passes
 
     @contextlib.contextmanager
-    def _own_random_numbers(self):
-        """Run the forward pass on this trainer's random numbers (drop-out draws from torch's
+    def _own_random_numbers(self, states: dict):
+        """Run the forward pass on a stream's random numbers (drop-out draws from torch's
         global generators), so that a seeded training repeats exactly and leaves the caller's
         random state alone (CPU and CUDA; on MPS drop-out keeps drawing from MPS's generator)."""
-        states, cuda = self._dropout_rng, self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
         with torch.random.fork_rng(devices=[self.device] if cuda else []):
             torch.set_rng_state(states["cpu"])
             if cuda and states["cuda"] is None:
@@ -388,6 +417,17 @@ class Trainer:
         if self.time_budget:
             left.append(self.time_budget - elapsed)
         return max(0.0, min(left)) if left else None
+
+
+class _Stream:
+    """The random numbers of one pass of a step: patch positions, augmentation, drop-out."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        # drop-out's states (the CUDA one is seeded at the first step)
+        self.dropout = {"seed": seed, "cpu": torch.Generator(device="cpu").manual_seed(seed).get_state(),
+                        "cuda": None}
 
 
 def _painted_crops(painted: PaintedImages, normalization: Normalization, limit: int = 4,
@@ -434,7 +474,7 @@ class WeightAverage:
 
 def make_trainer(images, labels, *, task: Task | None = None, config: TrainConfig | None = None,
                  model: UNetModel | None = None, channel_axis: int | None = None, class_names: dict | None = None,
-                 defer_prepare: bool = False) -> Trainer:
+                 defer_prepare: bool = False, process_group: ProcessGroup | None = None) -> Trainer:
     """The one way to make a `Trainer` for a task from images, painted labels and a config.
 
     Parameters
@@ -454,6 +494,8 @@ def make_trainer(images, labels, *, task: Task | None = None, config: TrainConfi
         Objects mode: build the trainer from the bare strokes and extend them
         (`objects.fill_between_strokes`) in the training thread before the first step, so a
         GUI thread never waits for it.
+    process_group : ProcessGroup, optional
+        Train as one process of a torchrun launch (see `Trainer`).
 
     Raises
     ------
@@ -471,14 +513,15 @@ def make_trainer(images, labels, *, task: Task | None = None, config: TrainConfi
     config = dataclasses.replace(config, dims=task.dims)
     if not task.objects:
         trainer = Trainer(images, labels, config=config, model=model, channel_axis=channel_axis,
-                          class_names=class_names)
+                          class_names=class_names, process_group=process_group)
         task.store(trainer.model.info)
         return trainer
     images = list(images) if isinstance(images, (list, tuple)) else [images]
     labels = list(labels) if isinstance(labels, (list, tuple)) else [labels]
     prepare = ObjectsPreparer(images, channel_axis, config, dense=config.dense, fill=not defer_prepare)
     trainer = Trainer(images, labels, config=dataclasses.replace(config, dense=False), model=model,
-                      channel_axis=channel_axis, class_names=OBJECT_CLASS_NAMES, prepare=prepare)
+                      channel_axis=channel_axis, class_names=OBJECT_CLASS_NAMES, prepare=prepare,
+                      process_group=process_group)
     task.store(trainer.model.info)
     trainer.model.info.update(dense=prepare.dense, boundary_width=prepare.boundary_width)
     if not prepare.fill:
