@@ -39,10 +39,10 @@ class ClassTable(QWidget):
         self._table = QTableWidget(0, 2)
         self._table.setHorizontalHeaderLabels(["id", "class name"])
         self._table.verticalHeader().setVisible(False)
-        self._table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self._table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self._table.horizontalHeader().setStretchLastSection(True)
-        self._table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self._table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self._table.setToolTip("Pick a row to paint that class; double-click a name to rename it.")
         self.add_button = QPushButton("Add class")
         self.add_button.setToolTip("Add a class with the next free label id.")
@@ -51,7 +51,7 @@ class ClassTable(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._table)
         # never squeezed below its rows when the panel runs out of height
-        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
         self.add_button.clicked.connect(lambda: self.add_class())
         self._table.itemChanged.connect(self._on_item_changed)
@@ -88,7 +88,7 @@ class ClassTable(QWidget):
     def select(self, label_id: int) -> None:
         """Choose the row of ``label_id``: the brush paints that class."""
         for row in range(self._table.rowCount()):
-            if self._table.item(row, 0).data(Qt.UserRole) == label_id:
+            if self._table.item(row, 0).data(Qt.ItemDataRole.UserRole) == label_id:
                 self._table.selectRow(row)
 
     def _fill(self) -> None:
@@ -100,8 +100,8 @@ class ClassTable(QWidget):
             for row, (label_id, name) in enumerate(sorted(class_names_of(self._layer).items())):
                 self._table.insertRow(row)
                 id_item = QTableWidgetItem(str(label_id))
-                id_item.setData(Qt.UserRole, label_id)
-                id_item.setFlags(id_item.flags() & ~Qt.ItemIsEditable)
+                id_item.setData(Qt.ItemDataRole.UserRole, label_id)
+                id_item.setFlags(id_item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 rgba = np.asarray(self._layer.get_color(label_id), dtype=float).ravel()
                 if rgba.size >= 3:
                     id_item.setBackground(QColor.fromRgbF(*rgba[:3].clip(0, 1)))
@@ -129,11 +129,11 @@ class ClassTable(QWidget):
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         if self._filling or self._layer is None or item.column() != 1:
             return
-        label_id = self._table.item(item.row(), 0).data(Qt.UserRole)
+        label_id = self._table.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
         class_names_of(self._layer)[label_id] = item.text().strip() or f"class {label_id}"
 
     def _on_selection(self) -> None:
         rows = self._table.selectionModel().selectedRows()
         if self._layer is None or not rows:
             return
-        self._layer.selected_label = self._table.item(rows[0].row(), 0).data(Qt.UserRole)
+        self._layer.selected_label = self._table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)

@@ -16,7 +16,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self._losses: list[float] = []
         self.setMinimumHeight(48)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("Training loss per step")
 
     @property
@@ -33,7 +33,7 @@ class LossPlot(QWidget):
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(QPen(Qt.gray, 1))
         painter.drawRect(self.rect().adjusted(0, 0, -1, -1))
         finite = [v for v in self._losses if v == v and abs(v) != float("inf")]

@@ -66,9 +66,9 @@ class TrainingImages(QListWidget):
         self._pairs: list[Pair] = []
         self._unticked: set[str] = set()
         self.setToolTip("Train learns from every ticked image at once; untick an image to leave it out.")
-        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
-        self.setTextElideMode(Qt.ElideRight)  # long lines end in "…" (the tooltip has them whole)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)  # long lines end in "…" (the tooltip has them whole)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.itemChanged.connect(self._on_item_changed)
         self._fit_height()
 
@@ -81,11 +81,12 @@ class TrainingImages(QListWidget):
             self.clear()
             for pair in pairs:
                 painted, per_class = painted_summary(pair.annotation)
-                item = QListWidgetItem(f"{pair.name}: {painted:,} px painted\n{per_class}")
+                item = QListWidgetItem(f"{pair.name}: {painted:,} px painted
+{per_class}")
                 item.setToolTip(f"{pair.name}: {painted:,} px painted: {per_class}")
-                item.setData(Qt.UserRole, pair.name)
-                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(Qt.Unchecked if pair.name in self._unticked else Qt.Checked)
+                item.setData(Qt.ItemDataRole.UserRole, pair.name)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Unchecked if pair.name in self._unticked else Qt.CheckState.Checked)
                 self.addItem(item)
         finally:
             self.blockSignals(False)
@@ -107,17 +108,17 @@ class TrainingImages(QListWidget):
             self._unticked.add(name)
         for row in range(self.count()):
             item = self.item(row)
-            if item.data(Qt.UserRole) == name:
+            if item.data(Qt.ItemDataRole.UserRole) == name:
                 self.blockSignals(True)
-                item.setCheckState(Qt.Checked if ticked else Qt.Unchecked)
+                item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
                 self.blockSignals(False)
 
     def checked_pairs(self) -> list[Pair]:
         return [pair for pair in self._pairs if pair.name not in self._unticked]
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
-        name = item.data(Qt.UserRole)
-        if item.checkState() == Qt.Checked:
+        name = item.data(Qt.ItemDataRole.UserRole)
+        if item.checkState() == Qt.CheckState.Checked:
             self._unticked.discard(name)
         else:
             self._unticked.add(name)

@@ -233,8 +233,8 @@ class UNetWidget(QWidget):
         layout.addStretch()
         self._scroll = QScrollArea()
         self._scroll.setWidgetResizable(True)
-        self._scroll.setFrameShape(QFrame.NoFrame)
-        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._scroll.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -276,7 +276,7 @@ class UNetWidget(QWidget):
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
         # getattr: Qt may deliver events while the Python side is being torn down
-        if event.type() == QEvent.Close and watched is getattr(self, "_watched_window", _no_window)():
+        if event.type() == QEvent.Type.Close and watched is getattr(self, "_watched_window", _no_window)():
             self.stop_all()
         return False
 
@@ -612,7 +612,7 @@ class UNetWidget(QWidget):
         if existing and overwrite is None and asked:
             answer = QMessageBox.question(self, "Replace files?", f"{len(existing)} file(s) already exist in {folder} "
                                           f"({', '.join(t.name for t in existing[:3])}…). Replace them?")
-            overwrite = answer == QMessageBox.Yes
+            overwrite = answer == QMessageBox.StandardButton.Yes
         written, kept = [], []
         for layer, target in zip(layers, targets):
             if target.exists() and not overwrite:

@@ -489,8 +489,8 @@ def _view(args) -> int:
         for path in args.images:
             viewer.open(path, plugin=None)
     else:
-        viewer.open_sample("napari-unet", "nuclei")
-    viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+        viewer.open_sample("napari-unet-strokes", "nuclei")
+    viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     napari.run()
     return 0
 

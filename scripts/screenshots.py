@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     viewer.window._qt_window.resize(1500, 1040)
     app = QApplication.instance()
     viewer.add_image(image, name="isbi slice")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     annotation = widget.new_annotation_layer()
     widget._classes.rename(1, "membrane")
     widget._classes.rename(2, "cell interior")

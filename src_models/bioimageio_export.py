@@ -6,7 +6,7 @@ TorchScript copy that needs only PyTorch. Both give softmax class probabilities,
 by the model's class frequencies as `UNetModel.predict` does. The model's percentile
 normalisation becomes the spec's ``scale_range`` preprocessing; test tensors and a cover are
 made from a real image. ``bioimageio.spec`` is imported only when exporting (the
-``napari-unet[bioimageio]`` extra).
+``napari-unet-strokes[bioimageio]`` extra).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _import_spec():
         import bioimageio.spec  # noqa: F401  (lazy: an optional extra)
         from bioimageio.spec.model import v0_5
     except ImportError:
-        raise InputError("Exporting to bioimage.io needs the bioimageio extra; install `napari-unet[bioimageio]`.",
+        raise InputError("Exporting to bioimage.io needs the bioimageio extra; install `napari-unet-strokes[bioimageio]`.",
                          setting="bioimageio") from None
     return v0_5
 

@@ -82,7 +82,7 @@ def dock(make_napari_viewer):
     def _open(image, threaded: bool = False, **kwargs):
         viewer = make_napari_viewer()
         viewer.add_image(image, name=kwargs.pop("name", "img"), **kwargs)
-        _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
         widget.threaded = threaded
         return viewer, widget
 

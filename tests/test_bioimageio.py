@@ -153,7 +153,7 @@ def test_the_export_module_imports_neither_bioimageio_nor_a_gui_until_it_exports
 def test_a_missing_extra_says_what_to_install(nuclei_model, tmp_path, monkeypatch):
     image, model = nuclei_model
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if the extra were not installed
-    with pytest.raises(InputError, match=r"napari-unet\[bioimageio\]"):
+    with pytest.raises(InputError, match=r"napari-unet-strokes\[bioimageio\]"):
         export_bioimageio(model, tmp_path / "x.zip", image)
     assert not list(tmp_path.iterdir())
 

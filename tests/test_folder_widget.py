@@ -41,9 +41,9 @@ def folder(tmp_path):
 def _panels(make_napari_viewer, model=None, threaded=False):
     """A viewer with the U-Net panel (holding ``model``) and the folder panel, both docked through the manifest."""
     viewer = make_napari_viewer()
-    _, unet = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, unet = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     unet.model = model
-    _, panel = viewer.window.add_plugin_dock_widget("napari-unet", "Segment a folder (U-Net)")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "Segment a folder (U-Net)")
     panel.threaded = threaded
     return viewer, panel
 

@@ -259,7 +259,7 @@ def test_class_table_adds_renames_and_selects(dock, nuclei, tmp_path):
     # the names travel into the exported TIFF, by Export and by napari's own File > Save
     widget._predict._predict_btn.click()
     exported = widget.export_predictions(str(tmp_path))[0]
-    saved = viewer.layers["img prediction"].save(str(tmp_path / "saved.tif"), plugin="napari-unet")
+    saved = viewer.layers["img prediction"].save(str(tmp_path / "saved.tif"), plugin="napari-unet-strokes")
     for path in (exported, saved[-1]):
         with tifffile.TiffFile(path) as tif:
             meta = tif.shaped_metadata[0]
@@ -269,8 +269,8 @@ def test_class_table_adds_renames_and_selects(dock, nuclei, tmp_path):
 
 def test_sample_image_opens_from_manifest_and_is_picked(make_napari_viewer):
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
-    viewer.open_sample("napari-unet", "nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
+    viewer.open_sample("napari-unet-strokes", "nuclei")
     layer = viewer.layers["nuclei (synthetic)"]
     assert layer.data.shape == (256, 256) and layer.data.dtype == np.uint8
     assert widget._image_combo.currentText() == "nuclei (synthetic)"

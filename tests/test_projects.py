@@ -50,7 +50,7 @@ def two_images(make_napari_viewer):
     second, second_bands = _bands(72, 120, (2, 0, 1, 2), seed=2)
     viewer.add_image(first, name="first")
     viewer.add_image(second, name="second")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     widget.threaded = False
     return viewer, widget, (first, first_bands), (second, second_bands)
 
@@ -148,7 +148,7 @@ def test_save_close_open_gives_the_same_project_and_training_goes_on(two_images,
     viewer.close()
 
     viewer2 = make_napari_viewer()
-    _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     widget2.threaded = False
     assert widget2.open_project(str(folder)) is not None
     names = {layer.name for layer in viewer2.layers}
@@ -179,7 +179,7 @@ def test_dropping_the_project_file_on_napari_opens_it(two_images, make_napari_vi
     widget.save_project(str(tmp_path / "p"))
 
     viewer2 = make_napari_viewer()
-    _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     viewer2.open(str(tmp_path / "p" / PROJECT_FILE), plugin=None)  # as a drag and drop does
     assert "first annotation" in viewer2.layers
     qtbot.waitUntil(lambda: widget2.model is not None, timeout=5_000)  # the panel takes up the model
@@ -218,7 +218,7 @@ def test_a_missing_image_is_named_and_the_rest_opens(tmp_path, make_napari_viewe
         "kept", pixels=image, annotation=_strokes(which, {0: 1, 1: 2}))], classes={1: "a", 2: "b"}))
     moved.unlink()
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     assert widget.open_project(str(folder)) is not None
     assert "kept" in viewer.layers and "kept annotation" in viewer.layers and "gone" not in viewer.layers
     assert any("'gone' was not opened" in m and "elsewhere.tif" in m for m in notifications.messages())

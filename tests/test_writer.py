@@ -34,6 +34,6 @@ def test_viewer_saves_labels_layer_through_plugin(make_napari_viewer, tmp_path):
     data[4:12, 6:30] = 2
     viewer.add_labels(data, name="pred")
     target = tmp_path / "pred.tif"
-    saved = viewer.layers.save(str(target), selected=False, plugin="napari-unet")
+    saved = viewer.layers.save(str(target), selected=False, plugin="napari-unet-strokes")
     assert [str(target)] == [str(p) for p in saved]
     assert np.array_equal(tifffile.imread(target), data)
