@@ -81,8 +81,7 @@ class TrainingImages(QListWidget):
             self.clear()
             for pair in pairs:
                 painted, per_class = painted_summary(pair.annotation)
-                item = QListWidgetItem(f"{pair.name}: {painted:,} px painted
-{per_class}")
+                item = QListWidgetItem(f"{pair.name}: {painted:,} px painted\n{per_class}")
                 item.setToolTip(f"{pair.name}: {painted:,} px painted: {per_class}")
                 item.setData(Qt.ItemDataRole.UserRole, pair.name)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)

@@ -46,6 +46,9 @@ from src_models import (
     read_labels,
     segment_file,
 )
+from src_models.distributed import DEFAULT_BLOCK as DIST_DEFAULT_BLOCK
+from src_models.distributed import MIN_BLOCK as DIST_MIN_BLOCK
+from src_models.distributed import parse_cluster
 from src_models.distributed_training import ProcessGroup
 from src_models.batch import classes_path, is_zarr_target, mask_paths, open_for_segmentation, output_target
 from src_models.io import check_output_folder, check_writable, open_image_lazily
@@ -63,7 +66,7 @@ FLAGS = {
     "seed": "--seed", "preset": "--preset", "model": "--from", "mode": "--objects", "dims": "--3d",
     "z_ratio": "--z-ratio", "patch_depth": "--patch-depth", "project": "--project", "out_dir": "--out-dir",
     "image": "--image", "level": "--level", "label_name": "--label-name", "zarr_labels": "--zarr-labels",
-    "semantic": "--semantic", "micro_batches": "--micro-batches",
+    "semantic": "--semantic", "micro_batches": "--micro-batches", "cluster": "--cluster", "block_size": "--block-size",
 }
 _DEFAULTS = TrainConfig()
 
@@ -159,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="check that the model gives one id per object (models trained with --objects do)")
     predict.add_argument("--semantic", action="store_true",
                          help="with objects: also write DIR/<image stem>_classes.tif (background/interior/boundary)")
+    predict.add_argument("--cluster", default=None, metavar="local:N|tcp://HOST:PORT",
+                         help="predict on dask.distributed: local:N starts N single-threaded worker processes here, "
+                              "tcp://HOST:PORT uses a running scheduler; each image is cut into blocks that the "
+                              "workers write into DIR/<image stem>_mask.ome.zarr (OME-Zarr for TIFF images too: "
+                              "the blocks are never gathered into one file); a re-run finishes an interrupted one "
+                              "(needs napari-unet[cluster])")
+    predict.add_argument("--block-size", type=_number(int, DIST_MIN_BLOCK, 65536), default=DIST_DEFAULT_BLOCK,
+                         metavar="PIXELS", help="with --cluster: block side, one task each")
 
     view = sub.add_parser("view", help="open napari with the U-Net panel and an image (the sample by default)")
     view.add_argument("images", nargs="*", metavar="IMG", help="images to open (default: the sample image)")
@@ -365,6 +376,8 @@ def _predict(args) -> int:
     import numpy as np
 
     images, stems = args.images, None
+    if args.cluster:
+        parse_cluster(args.cluster)  # a bad address: one sentence before anything is loaded
     if args.project:
         if args.model or args.images:
             raise InputError("Give either --project or --model with --images, not both.")
@@ -381,6 +394,8 @@ def _predict(args) -> int:
                          f"{list(model.class_map.ids)}); train it with --objects.")
     if args.semantic and not objects:
         raise InputError("--semantic goes with objects mode (a model trained with --objects).")
+    if args.cluster:
+        return _predict_on_cluster(args, model, stems)
     targets = _predict_targets(args, model, stems)
     tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
@@ -407,6 +422,44 @@ def _predict(args) -> int:
             print(f"{path} -> {where} {labels.shape} {int(labels.max())} objects")
         else:
             print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in np.unique(labels))}")
+    return 0
+
+
+def _predict_on_cluster(args, model, stems) -> int:
+    """``predict --cluster``: every image in blocks on dask.distributed, into OME-Zarr stores."""
+    from src_models.distributed import connect, mask_store, predict_on_cluster
+
+    if args.zarr_labels or not args.out_dir:
+        raise InputError("With --cluster give --out-dir DIR; the masks go to DIR/<image stem>_mask.ome.zarr.")
+    if args.semantic:
+        raise InputError("--semantic writes TIFF files; it cannot go with --cluster.")
+    if args.project or not args.model:
+        raise InputError("With --cluster give --model MODEL_FILE (a file every worker can read), not --project.")
+    out_dir = check_output_folder(args.out_dir)
+    names = stems or [None] * len(args.images)
+    targets = [mask_store(out_dir, name or path) for path, name in zip(args.images, names)]
+    if len(set(targets)) != len(targets):
+        raise InputError("Two images have the same file name; their masks would overwrite each other.")
+    tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
+    with connect(args.cluster) as client:
+        for path, target in zip(args.images, targets):
+            bar = _progress_bar(None, Path(path).name, args.quiet, "block")
+
+            def progress(done, total, bar=bar):
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                report = predict_on_cluster(client, args.model, path, target, level=args.level,
+                                            block_size=args.block_size, tile=tile, argmax=args.argmax,
+                                            overwrite=args.overwrite, device=args.device or "cpu",
+                                            precision=model.precision, progress=progress)
+            finally:
+                bar.close()
+            what = f"{report.objects} objects" if report.objects is not None else "classes"
+            print(f"{path} -> {report.path} {report.shape} (OME-Zarr labels, {report.blocks} blocks, "
+                  f"{report.skipped} done before) {what}")
     return 0
 
 

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
     viewer = napari.Viewer(title="napari-unet", show=True)
     viewer.window._qt_window.resize(1500, 1040)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
     widget.threaded = False
     painted = {}
     for k, name in enumerate(args.slices):
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         widget.save_project(folder)
         viewer.close()
         viewer2 = napari.Viewer(show=False)
-        _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+        _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet-strokes", "U-Net segmentation")
         widget2.threaded = False
         widget2.open_project(folder)
         widget2._predict._scope_combo.setCurrentText("Every image in the project")

@@ -34,6 +34,7 @@ __all__ = [
     "ObjectsPreparer",
     "objects_training_labels",
     "fill_between_strokes",
+    "instance_defaults",
     "predict_objects",
 ]
 
@@ -391,6 +392,15 @@ def _fill_planes(labels: np.ndarray, view, stats, reach: int) -> np.ndarray:
     return filled.reshape(labels.shape)
 
 
+def instance_defaults(model, **instance_options) -> dict:
+    """`instances_from_probabilities` options for ``model``: ``extent="core"`` for a model trained
+    on bare strokes (``fill_reach`` 0, not dense), unless ``instance_options`` say otherwise."""
+    trained = model.info.get("train_config", {})
+    if not model.info.get("dense") and trained.get("fill_reach", 8) == 0:
+        instance_options.setdefault("extent", "core")
+    return instance_options
+
+
 def predict_objects(model, image, channel_axis=None, tile=None, progress=None, cancel=None, region=None,
                     notice=None, **instance_options):
     """Segment objects: class probabilities from ``model``, then one id per object.
@@ -423,9 +433,7 @@ def predict_objects(model, image, channel_axis=None, tile=None, progress=None, c
     if not {BACKGROUND, INTERIOR} <= set(model.class_map.ids):
         raise InputError(f"This model was not trained in objects mode (its classes are {list(model.class_map.ids)}); "
                          "train it in objects mode.", setting="mode")
-    trained = model.info.get("train_config", {})
-    if not model.info.get("dense") and trained.get("fill_reach", 8) == 0:
-        instance_options.setdefault("extent", "core")
+    instance_options = instance_defaults(model, **instance_options)
     classes, probs = model.predict(image, channel_axis=channel_axis, tile=tile, probabilities=True,
                                    progress=progress, cancel=cancel, region=region, notice=notice)
     ids = list(model.class_map.ids)

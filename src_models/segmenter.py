@@ -273,7 +273,7 @@ class UNetModel:
     def predict(self, image, *, channel_axis: int | None = None, tile: TileConfig | None = None,
                 probabilities: bool = False, progress: Callable[[int, int], None] | None = None,
                 cancel=None, out=None, region: tuple[int, int, int, int] | None = None,
-                notice: Callable[[str], None] | None = None, separate: bool | None = None):
+                notice: Callable[[str], None] | None = None, separate: bool | None = None, stats=None):
         """Class ids of an image, a multichannel image or a stack, tile by tile (classes only;
         `segment` is the front door that also handles objects, planes and streaming).
 
@@ -304,6 +304,10 @@ class UNetModel:
             ``notice(message)`` when the device runs out of memory and prediction goes on with
             fewer tiles per batch, smaller tiles or blocks, or on the CPU (also logged); after
             a move to the CPU the model stays there (``model.to("cuda")`` moves it back).
+        stats : (offset, scale), optional
+            The image's intensity scaling from `Normalization.stats`; computed from the whole
+            image when None. Whoever predicts many regions of one image (`distributed`) computes
+            it once, so every region is scaled alike.
 
         Returns
         -------
@@ -323,7 +327,7 @@ class UNetModel:
         if self.config.dims == 3 and len(view.stack_shape) != 1:
             raise InputError(f"This is a 3D model: it predicts volumes (Z, Y, X), but the image has shape "
                              f"{view.shape} without channels; open the volume as one stack, or use a 2D model.")
-        offset, scale = self.normalization.stats(view)
+        offset, scale = self.normalization.stats(view) if stats is None else stats
         ry0, ry1, rx0, rx1 = region if region is not None else (0, view.height, 0, view.width)
         if not (0 <= ry0 < ry1 <= view.height and 0 <= rx0 < rx1 <= view.width):
             raise InputError(f"Region {region} lies outside the {view.height}x{view.width} image.")
