@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "tcp://HOST:PORT uses a running scheduler; each image is cut into blocks that the "
                               "workers write into DIR/<image stem>_mask.ome.zarr (OME-Zarr for TIFF images too: "
                               "the blocks are never gathered into one file); a re-run finishes an interrupted one "
-                              "(needs napari-unet[cluster])")
+                              "(needs napari-unet-strokes[cluster])")
     predict.add_argument("--block-size", type=_number(int, DIST_MIN_BLOCK, 65536), default=DIST_DEFAULT_BLOCK,
                          metavar="PIXELS", help="with --cluster: block side, one task each")
 

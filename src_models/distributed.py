@@ -72,7 +72,7 @@ def _distributed():
         import distributed
     except ImportError:
         raise InputError("Prediction on a cluster needs the dask.distributed package; install "
-                         "napari-unet[cluster].", setting="cluster") from None
+                         "napari-unet-strokes[cluster].", setting="cluster") from None
     return distributed
 
 

@@ -13,7 +13,6 @@ losses it records are the means over the processes.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +26,7 @@ __all__ = ["ProcessGroup", "TORCHRUN_VARIABLES"]
 log = logging.getLogger(__name__)
 
 #: What torchrun sets in the environment of each process it starts.
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
 @dataclass
@@ -52,15 +51,14 @@ class ProcessGroup:
         InputError
             Not started by torchrun, or a device the group cannot use (Apple MPS).
         """
-        missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
-        if missing:
+        if not dist.is_torchelastic_launched():  # torch's own test of a torchrun launch
             raise InputError("Distributed training runs in processes started by torchrun "
                              "(torchrun --nproc_per_node N ...), which this one was not.")
         kind = pick_device(device).type
         if kind == "mps":
             raise InputError("Distributed training runs on CUDA GPUs or on CPUs, not on Apple MPS.",
                              setting="device")
-        local_rank = int(os.environ["LOCAL_RANK"])
+        local_rank = dist.get_node_local_rank()  # torchrun's LOCAL_RANK, read by torch
         if kind == "cuda":
             if local_rank >= torch.cuda.device_count():
                 raise InputError(f"Process {local_rank} on this machine has no GPU of its own (there are "

@@ -13,7 +13,7 @@ from napari_unet._sample_data import synthetic_nuclei
 from napari_unet.cli import main
 from src_models import InputError, Task, TrainConfig, UNetModel, make_trainer
 
-distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (napari-unet[cluster])")
+distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (napari-unet-strokes[cluster])")
 
 from src_models.distributed import connect, parse_cluster, predict_on_cluster, worker_stats  # noqa: E402
 
@@ -174,4 +174,4 @@ def test_a_missing_distributed_package_gives_one_sentence(monkeypatch):
         with connect("local:1"):
             pass
     sentence = str(caught.value)
-    assert sentence.endswith("napari-unet[cluster].") and sentence.count(". ") == 0 and "\n" not in sentence
+    assert sentence.endswith("napari-unet-strokes[cluster].") and sentence.count(". ") == 0 and "\n" not in sentence
