@@ -399,13 +399,7 @@ def _predict(args) -> int:
     targets = _predict_targets(args, model, stems)
     tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     for path, target in zip(args.images, targets):
-        bar = _progress_bar(None, Path(path).name, args.quiet, "tile")
-
-        def progress(done, total, bar=bar):
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+        bar, progress = _counting_bar(Path(path).name, args.quiet, "tile")
         try:
             result = segment_file(model, path, target, level=args.level, label_name=args.label_name, tile=tile,
                                   overwrite=args.overwrite, argmax=args.argmax, semantic=args.semantic,
@@ -423,6 +417,18 @@ def _predict(args) -> int:
         else:
             print(f"{path} -> {target} {labels.shape} classes {sorted(int(v) for v in np.unique(labels))}")
     return 0
+
+
+def _counting_bar(desc: str, quiet: bool, unit: str):
+    """A progress bar and the ``progress(done, total)`` callback that moves it."""
+    bar = _progress_bar(None, desc, quiet, unit)
+
+    def progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
 
 
 def _predict_on_cluster(args, model, stems) -> int:
@@ -443,13 +449,7 @@ def _predict_on_cluster(args, model, stems) -> int:
     tile = model.default_tile(tta=args.tta, **({"tile_size": args.tile_size} if args.tile_size else {}))
     with connect(args.cluster) as client:
         for path, target in zip(args.images, targets):
-            bar = _progress_bar(None, Path(path).name, args.quiet, "block")
-
-            def progress(done, total, bar=bar):
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
+            bar, progress = _counting_bar(Path(path).name, args.quiet, "block")
             try:
                 report = predict_on_cluster(client, args.model, path, target, level=args.level,
                                             block_size=args.block_size, tile=tile, argmax=args.argmax,

@@ -322,7 +322,33 @@ def _preallocate(fd: int, size: int) -> None:
         log.debug("Cannot preallocate %d bytes here (%s); writing without.", size, exc)
 
 
-class StreamedLabels:
+class StagedWrite:
+    """A write that lands whole or not at all: ``commit`` moves it into place, ``discard`` (or an
+    exception in a ``with`` block) deletes what was staged. Subclasses set ``_state`` and a
+    ``_finalizer`` that removes the staged data, and define ``commit``."""
+
+    _state: str
+    _finalizer: weakref.finalize
+
+    def discard(self) -> None:
+        """Delete what was staged; the target is left as it was."""
+        if self._state == "committed":
+            return
+        self._state = "discarded"
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+        return False
+
+
+class StreamedLabels(StagedWrite):
     """An uncompressed label TIFF filled in place through a memory map, complete or absent.
 
     For outputs too large for memory: `UNetModel.predict(..., out=streamed.array)` fills it
@@ -395,23 +421,6 @@ class StreamedLabels:
         self._state = "committed"
         self._finalizer.detach()
         return self.array
-
-    def discard(self) -> None:
-        """Delete the temporary file; ``path`` is left as it was."""
-        if self._state == "committed":
-            return
-        self._state = "discarded"
-        self._finalizer()
-
-    def __enter__(self) -> "StreamedLabels":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-        return False
 
     def __repr__(self) -> str:
         return f"StreamedLabels({str(self.path)!r}, shape={getattr(self, 'array', np.empty(0)).shape}, {self._state})"

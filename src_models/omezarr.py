@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 
 from .errors import InputError, WriteError
-from .io import _check_folder_usable, _create_temp, _remove_quietly, _write_error, labels_dtype
+from .io import StagedWrite, _check_folder_usable, _create_temp, _remove_quietly, _write_error, labels_dtype
 
 __all__ = ["DEFAULT_LABEL_NAME", "OmeZarrLabels", "ZarrImage", "ZarrLabelsWriter", "is_ome_zarr", "is_zarr",
            "labels_in_image", "labels_store", "open_zarr_image", "write_labels_zarr", "zarr_stem"]
@@ -405,7 +405,7 @@ def _group_attrs(target: OmeZarrLabels, metadata: dict) -> dict:
     return {"ome": {"version": target.version, **ome}, **extra}
 
 
-class ZarrLabelsWriter:
+class ZarrLabelsWriter(StagedWrite):
     """A label group filled chunk by chunk, complete or absent (the zarr counterpart of `StreamedLabels`).
 
     The group is built in a hidden folder beside ``target.folder``; `commit` writes its
@@ -481,23 +481,6 @@ class ZarrLabelsWriter:
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
         return self.array
-
-    def discard(self) -> None:
-        """Delete the hidden folder; the labels' place is left as it was."""
-        if self._state == "committed":
-            return
-        self._state = "discarded"
-        self._finalizer()
-
-    def __enter__(self) -> "ZarrLabelsWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-        return False
 
     def __repr__(self) -> str:
         return f"ZarrLabelsWriter({str(self.path)!r}, {self._state})"

@@ -23,9 +23,10 @@ def test_a_runtime_error_in_a_real_thread_worker_reaches_errored_and_finished(qt
     seen = {"yielded": [], "errors": [], "finished": 0}
     worker = start(_raises_runtime_error, threaded=True, yielded=seen["yielded"].append, returned=lambda _: None,
                    errored=seen["errors"].append, finished=lambda: seen.__setitem__("finished", 1))
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
-        pass
-    qtbot.waitUntil(lambda: seen["finished"] == 1, timeout=5_000)
+    assert worker is not None
+    # the worker starts inside `start` and may end before a waitSignal here could connect:
+    # wait for the callback, which is connected before the thread starts
+    qtbot.waitUntil(lambda: seen["finished"] == 1, timeout=10_000)
     assert seen["yielded"] == [1]
     assert len(seen["errors"]) == 1 and isinstance(seen["errors"][0], WorkerError)
     assert "No painted pixel" in str(seen["errors"][0])
