@@ -46,25 +46,40 @@ def image_pairs(viewer, current: Pair | None = None) -> list[Pair]:
     return pairs
 
 
-def painted_summary(annotation: Labels) -> tuple[int, str]:
-    """``(painted pixels, "background 800 · foreground 434")`` of an annotation layer."""
+def painted_counts(annotation: Labels) -> dict[int, int]:
+    """``{id: painted pixels}`` of an annotation layer (0, not painted, left out): one pass,
+    a histogram for uint8/uint16 layers."""
     data = np.asarray(annotation.data)
-    ids, counts = np.unique(data[data != 0], return_counts=True)
+    if data.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(data.ravel())
+        ids = np.flatnonzero(counts)
+        counts = counts[ids]
+    else:
+        ids, counts = np.unique(data, return_counts=True)
+    return {int(i): int(c) for i, c in zip(ids, counts) if i != 0}
+
+
+def painted_summary(annotation: Labels, counts: dict[int, int] | None = None) -> tuple[int, str]:
+    """``(painted pixels, "background 800 · foreground 434")`` of an annotation layer."""
+    counts = painted_counts(annotation) if counts is None else counts
     names = class_names_of(annotation)
-    parts = [f"{names.get(int(i), f'id {int(i)}')} {int(c):,}" for i, c in zip(ids, counts)]
-    return int(counts.sum()), " · ".join(parts)
+    parts = [f"{names.get(i, f'id {i}')} {c:,}" for i, c in sorted(counts.items())]
+    return sum(counts.values()), " · ".join(parts)
 
 
 class TrainingImages(QListWidget):
     """Check list of the images that carry paint; `checked_pairs` are those Train learns from.
 
     A box the user unticks stays unticked while the image stays open (kept by layer name).
+    Painted pixels are counted once per change of an annotation (`mark_changed`), not at every
+    refresh: a big stack's annotation is not read again while another layer is painted.
     """
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._pairs: list[Pair] = []
         self._unticked: set[str] = set()
+        self._counts: dict[str, dict[int, int]] = {}  # per annotation layer name
         self.setToolTip("Train learns from every ticked image at once; untick an image to leave it out.")
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.setTextElideMode(Qt.TextElideMode.ElideRight)  # long lines end in "…" (the tooltip has them whole)
@@ -74,13 +89,18 @@ class TrainingImages(QListWidget):
 
     def refresh(self, viewer, current: Pair | None = None) -> None:
         """List the image layers whose annotation carries paint."""
-        pairs = [pair for pair in image_pairs(viewer, current) if np.any(np.asarray(pair.annotation.data))]
-        self._unticked &= {layer.name for layer in viewer.layers}
+        open_names = {layer.name for layer in viewer.layers}
+        self._counts = {name: counts for name, counts in self._counts.items() if name in open_names}
+        for pair in image_pairs(viewer, current):
+            if pair.annotation.name not in self._counts:
+                self._counts[pair.annotation.name] = painted_counts(pair.annotation)
+        pairs = [pair for pair in image_pairs(viewer, current) if self._counts[pair.annotation.name]]
+        self._unticked &= open_names
         self.blockSignals(True)
         try:
             self.clear()
             for pair in pairs:
-                painted, per_class = painted_summary(pair.annotation)
+                painted, per_class = painted_summary(pair.annotation, self._counts[pair.annotation.name])
                 item = QListWidgetItem(f"{pair.name}: {painted:,} px painted\n{per_class}")
                 item.setToolTip(f"{pair.name}: {painted:,} px painted: {per_class}")
                 item.setData(Qt.ItemDataRole.UserRole, pair.name)
@@ -91,6 +111,13 @@ class TrainingImages(QListWidget):
             self.blockSignals(False)
         self._pairs = pairs
         self._fit_height()
+
+    def mark_changed(self, name: str | None = None) -> None:
+        """The annotation layer ``name`` was painted (None: any may have been): count it again."""
+        if name is None:
+            self._counts.clear()
+        else:
+            self._counts.pop(name, None)
 
     def pairs(self) -> list[Pair]:
         """Every listed pair, ticked or not."""

@@ -297,6 +297,8 @@ class UNetWidget(QWidget):
             layer.events.data.connect(self._schedule_list_refresh)
 
     def _schedule_list_refresh(self, event=None) -> None:
+        source = getattr(event, "source", None)
+        self._images_list.mark_changed(getattr(source, "name", None))
         self._list_timer.start()
 
     def _refresh_images_list(self) -> None:

@@ -299,3 +299,18 @@ def test_a_plane_and_a_stack_train_together(tmp_path):
         pass
     assert trainer.result.steps == 3
     assert sorted(trainer.data.sampler._slices) == [(0, 0), (1, 1)]  # the plane and the painted slice of the stack
+
+
+def test_the_list_counts_new_paint_and_new_class_names(two_images):
+    viewer, widget, (first, first_bands), _ = two_images
+    annotation = _annotate(widget, "first")
+    paint(annotation, _strokes(first_bands, {0: 1}))
+    widget._refresh_images_list()
+    before = widget._images_list.item(0).text()
+    paint(annotation, _strokes(first_bands, {1: 2}, every=7))  # a paint event: counted again
+    widget._classes.rename(2, "membrane")
+    widget._refresh_images_list()
+    after = widget._images_list.item(0).text()
+    assert "foreground" not in before and "membrane " in after
+    assert int(after.split(": ")[1].split(" px")[0].replace(",", "")) > int(
+        before.split(": ")[1].split(" px")[0].replace(",", ""))
