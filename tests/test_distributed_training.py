@@ -78,6 +78,7 @@ def test_two_processes_learn_what_one_process_learns_with_two_passes_per_step(tm
 
 _STOPS = textwrap.dedent("""
     import json, sys, threading
+    from pathlib import Path
     import numpy as np, torch
     from src_models import TrainConfig, make_trainer
     from src_models.distributed_training import ProcessGroup
@@ -105,7 +106,8 @@ _STOPS = textwrap.dedent("""
         out["losses"] = trainer.result.losses
         state = trainer.result.model.net.state_dict()
         out["weights"] = float(sum(v.double().sum() for v in state.values() if v.is_floating_point()))
-        print("RESULT", group.rank, json.dumps(out))
+        # a file per process: two processes printing to one pipe may interleave their lines
+        (Path(__file__).parent / f"result-{group.rank}.json").write_text(json.dumps(out))
 """)
 
 
@@ -114,8 +116,7 @@ def test_a_stop_on_one_process_and_a_time_budget_end_both_processes_at_the_same_
     script.write_text(_STOPS)
     done = _torchrun([str(script)])
     assert done.returncode == 0, done.stderr[-3000:]
-    results = dict(line.split(" ", 2)[1:] for line in done.stdout.splitlines() if line.startswith("RESULT"))
-    first, second = json.loads(results["0"]), json.loads(results["1"])
+    first, second = (json.loads((tmp_path / f"result-{rank}.json").read_text()) for rank in (0, 1))
     assert first["cancel"] == second["cancel"] == [2, True]
     assert first["budget"] == second["budget"] and first["budget"][0] >= 1 and not first["budget"][1]
     assert first["losses"] == second["losses"]  # the mean over both processes, the same on each
