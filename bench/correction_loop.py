@@ -3,8 +3,8 @@
 Protocol
 --------
 * Data: ISBI 2012 as in ``protocol.py`` (training slices 0, 4, 9; ``--split heldout`` scores
-  slices 10-19, ``tune`` slices 1-3 and 5-8). Round 0: simulated strokes of one ``--style`` and
-  ``--seed`` (`evaluation.strokes.simulate_style`).
+  slices 10-19, ``tune`` slices 1-3 and 5-8). One loop per (``--styles``, ``--seeds``); its round 0:
+  simulated strokes of that style and seed (`evaluation.strokes.simulate_style`).
 * Each later round a simulated user looks at the current prediction of the *training* slices
   and paints the true class over the largest wrong connected regions: ``--correct`` of each
   slice's pixels a round (default 0.5 %), split evenly between the classes' mistakes (a class
@@ -17,12 +17,14 @@ Protocol
 * After every round both are scored on the evaluation slices: membrane F1, adapted Rand error
   of the interior, pixel error (means over slices).
 * Ceiling: the same network trained for the loop's total time (or steps) on the full masks of
-  the same training slices (``TrainConfig(dense=True)``, labels = truth).
+  the same training slices (``TrainConfig(dense=True)``, labels = truth), once per seed.
+* Table: one row per round, mean ± sd over the loops, and in how many loops the U-Net's F1 and
+  Rand error improved since the round before.
 
 Examples
 --------
-python bench/correction_loop.py --dataset isbi --rounds 3 --round-budget 60 --style traced --seed 0 --device cpu
-python bench/correction_loop.py --round-steps 300 --style centreline --seed 1 --device cpu
+python bench/correction_loop.py --rounds 3 --round-steps 500 --styles traced centreline thick --seeds 0 1 2 --device cpu
+python bench/correction_loop.py --round-budget 60 --styles centreline --seeds 1 --device cpu
 python bench/correction_loop.py --quick
 """
 
@@ -43,6 +45,7 @@ from bench._common import (
     TIMING_NOTE,
     add_data_argument,
     markdown_table,
+    mean_sd,
     random_forest,
     require_data,
     train_engine,
@@ -94,44 +97,30 @@ def _painted(labels):
     return float(np.mean([np.mean(s > 0) for s in labels]))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=["isbi"], default="isbi")
-    parser.add_argument("--split", choices=SPLITS, default="heldout", help="evaluation slices (default heldout)")
-    parser.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0 (default 3)")
-    parser.add_argument("--round-budget", type=float, default=None,
-                        help="U-Net training seconds per round (default 60; 5 with --quick)")
-    parser.add_argument("--round-steps", type=int, default=None, help="U-Net steps per round (instead of, or with, the budget)")
-    parser.add_argument("--style", choices=STYLES, default="traced", help="stroke style of round 0")
-    parser.add_argument("--seed", type=int, default=0, help="stroke seed (the U-Net trains with seed + round)")
-    parser.add_argument("--fraction", type=float, default=0.015, help="painted share of each slice in round 0")
-    parser.add_argument("--correct", type=float, default=0.005, help="share of each slice painted per round")
-    parser.add_argument("--device", default="auto", help="engine device: auto, cpu, cuda, mps")
-    parser.add_argument("--eval", type=int, default=None, help="at most this many evaluation slices (2 with --quick)")
-    parser.add_argument("--no-ceiling", action="store_true", help="skip the full-mask ceiling")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 5 s rounds, 2 evaluation slices")
-    parser.add_argument("--variant", default=None, metavar="JSON",
-                        help="TrainConfig fields for the U-Net in every round, e.g. '{\"separate_regions\": false}'")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON to FILE")
-    add_data_argument(parser)
-    args = parser.parse_args(argv)
-    if args.round_budget is None and args.round_steps is None:
-        args.round_budget = 5.0 if args.quick else 60.0
-    if args.eval is None and args.quick:
-        args.eval = 2
-    if args.rounds < 1:
-        raise SystemExit("--rounds must be at least 1.")
+#: ``--decisions``: what else the plugin could draw from the same probabilities, scored beside the
+#: engine's own labels: the most likely class, and thin separators whose crest keeps the pixels within
+#: ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the engine uses 0.9).
+DECISIONS = {"argmax": None, **{f"separators, ridge {r}": r for r in (0.6, 0.7, 0.8, 0.9)}}
 
-    data = isbi(require_data("isbi2012", args.data), args.split, args.eval)
-    print(f"isbi2012: train on {', '.join(data.train_names)}; score {', '.join(data.eval_names)}", flush=True)
-    strokes = [data.paint(t, args.style, args.fraction, np.random.default_rng([args.seed, i]))
+
+def decision_scores(data, model):
+    """Scores of every `DECISIONS` entry on the evaluation images, from one prediction each."""
+    from src_models.separation import separate_regions
+
+    preds = {name: [] for name in DECISIONS}
+    for image in data.eval_images:
+        probs = model.segment(image, probabilities=True).probabilities
+        for name, ridge in DECISIONS.items():
+            index = probs.argmax(0) if ridge is None else separate_regions(probs, ridge=ridge)
+            preds[name].append(model.class_map.to_ids(index))
+    return {name: data.score(data.eval_truths, p) for name, p in preds.items()}
+
+
+def run_loop(data, style, seed, args, train):
+    """One loop: strokes of ``style`` and ``seed``, then ``args.rounds`` rounds of corrections, for the
+    U-Net and the forest side by side; a row of scores per round."""
+    strokes = [data.paint(t, style, args.fraction, np.random.default_rng([seed, i]))
                for i, t in enumerate(data.train_truths)]
-    train = {"budget": args.round_budget, "steps": args.round_steps, "device": args.device}
-    if args.variant:
-        try:
-            train.update(json.loads(args.variant))
-        except (json.JSONDecodeError, TypeError) as err:
-            raise SystemExit(f"--variant must be a JSON object of TrainConfig fields ({err}).")
 
     def score(predict):
         return data.score(data.eval_truths, [np.asarray(predict(im)) for im in data.eval_images])
@@ -144,57 +133,160 @@ def main(argv=None):
             forest_labels = [correct(lab, t, forest(im), args.correct)
                              for lab, t, im in zip(forest_labels, data.train_truths, data.train_images)]
         t0 = time.perf_counter()
-        result = train_engine(data.train_images, unet_labels, seed=args.seed + r, model=model, **train)
+        result = train_engine(data.train_images, unet_labels, seed=seed + r, model=model, **train)
         unet_s = time.perf_counter() - t0
         model = result.model
         t0 = time.perf_counter()
-        forest = random_forest(data.train_images, forest_labels, None, "cpu", seed=args.seed)
+        forest = random_forest(data.train_images, forest_labels, None, "cpu", seed=seed)
         forest_s = time.perf_counter() - t0
-        row = {"round": r, "unet_painted": _painted(unet_labels), "forest_painted": _painted(forest_labels),
-               "unet_s": unet_s, "unet_steps": result.steps, "forest_s": forest_s,
-               "unet": score(lambda im, m=model: m.segment(im).labels), "forest": score(forest)}
+        row = {"style": style, "seed": seed, "round": r, "unet_painted": _painted(unet_labels),
+               "forest_painted": _painted(forest_labels), "unet_s": unet_s, "unet_steps": result.steps,
+               "forest_s": forest_s, "unet": score(lambda im, m=model: m.segment(im).labels), "forest": score(forest)}
+        if args.decisions:
+            row["decisions"] = decision_scores(data, model)
         rows.append(row)
-        print(f"  round {r}: painted {100 * row['unet_painted']:.2f} % / {100 * row['forest_painted']:.2f} %, "
-              f"U-Net {result.steps} steps in {unet_s:.0f} s, F1 {row['unet']['f1']:.3f}; "
-              f"forest F1 {row['forest']['f1']:.3f}", flush=True)
+        print(f"  {style} seed {seed} round {r}: painted {100 * row['unet_painted']:.2f} % / "
+              f"{100 * row['forest_painted']:.2f} %, U-Net {result.steps} steps in {unet_s:.0f} s, "
+              + " ".join(f"{k} {row['unet'][k]:.3f}/{row['forest'][k]:.3f}" for k in row["unet"]), flush=True)
+    return rows
 
-    ceiling = None
-    if not args.no_ceiling:
-        n = args.rounds + 1
-        t0 = time.perf_counter()
-        result = train_engine(data.train_images, data.train_truths, dense=True, seed=args.seed, device=args.device,
-                              budget=args.round_budget and n * args.round_budget,
-                              steps=args.round_steps and n * args.round_steps)
-        ceiling = {"unet_s": time.perf_counter() - t0, "unet_steps": result.steps,
-                   "unet": score(lambda im: result.model.segment(im).labels)}
-        print(f"  ceiling: {result.steps} steps in {ceiling['unet_s']:.0f} s, F1 {ceiling['unet']['f1']:.3f}", flush=True)
 
+def ceiling_run(data, seed, args):
+    """The same network trained as long as a whole loop on the full masks of the training slices."""
+    n = args.rounds + 1
+    t0 = time.perf_counter()
+    result = train_engine(data.train_images, data.train_truths, dense=True, seed=seed, device=args.device,
+                          budget=args.round_budget and n * args.round_budget,
+                          steps=args.round_steps and n * args.round_steps)
+    model = result.model
+    row = {"seed": seed, "unet_s": time.perf_counter() - t0, "unet_steps": result.steps,
+           "unet": data.score(data.eval_truths, [np.asarray(model.segment(im).labels) for im in data.eval_images])}
+    print(f"  ceiling seed {seed}: {result.steps} steps in {row['unet_s']:.0f} s, "
+          + " ".join(f"{k} {v:.3f}" for k, v in row["unet"].items()), flush=True)
+    return row
+
+
+def _better(key, new, old):
+    """Whether score ``key`` improved (F1-like scores rise, errors fall)."""
+    return new < old if key.endswith("error") else new > old
+
+
+def table(data, rows, ceilings, args):
+    """One row per round: mean ± sd over every (style, seed) loop, and how many loops improved the
+    U-Net's main scores since the round before; the ceiling below."""
     keys = [k for k, _ in data.columns]
-    header = (["round", "painted % U-Net / forest", "U-Net s", "U-Net steps"]
-              + [f"U-Net {t}" for _, t in data.columns] + ["forest s"] + [f"forest {t}" for _, t in data.columns])
-    body = [[str(row["round"]), f"{100 * row['unet_painted']:.2f} / {100 * row['forest_painted']:.2f}",
-             f"{row['unet_s']:.0f}", str(row["unet_steps"])] + [f"{row['unet'][k]:.3f}" for k in keys]
-            + [f"{row['forest_s']:.1f}"] + [f"{row['forest'][k]:.3f}" for k in keys] for row in rows]
-    if ceiling:
-        body.append(["ceiling: full masks", "100", f"{ceiling['unet_s']:.0f}", str(ceiling["unet_steps"])]
-                    + [f"{ceiling['unet'][k]:.3f}" for k in keys] + ["-"] + ["-" for _ in keys])
+    main = keys[:2]
+    header = (["round", "loops", "painted % U-Net / forest", "U-Net s", "U-Net steps"]
+              + [f"U-Net {t}" for _, t in data.columns]
+              + [f"loops where U-Net {t} improved" for k, t in data.columns if k in main]
+              + [f"forest {t}" for _, t in data.columns])
+    loops = sorted({(r["style"], r["seed"]) for r in rows})
+    by_loop = {lp: {r["round"]: r for r in rows if (r["style"], r["seed"]) == lp} for lp in loops}
+    body = []
+    for n in range(args.rounds + 1):
+        rs = [by_loop[lp][n] for lp in loops]
+        line = [str(n), str(len(rs)),
+                f"{mean_sd([100 * r['unet_painted'] for r in rs], '{:.2f}')} / "
+                f"{np.mean([100 * r['forest_painted'] for r in rs]):.2f}",
+                mean_sd([r["unet_s"] for r in rs], "{:.0f}"), mean_sd([r["unet_steps"] for r in rs], "{:.0f}")]
+        line += [mean_sd([r["unet"][k] for r in rs]) for k in keys]
+        for k in main:
+            if n == 0:
+                line.append("-")
+            else:
+                won = sum(_better(k, by_loop[lp][n]["unet"][k], by_loop[lp][n - 1]["unet"][k]) for lp in loops)
+                line.append(f"{won} of {len(loops)}")
+        line += [mean_sd([r["forest"][k] for r in rs]) for k in keys]
+        body.append(line)
+    if ceilings:
+        line = ["ceiling: full masks", str(len(ceilings)), "100", mean_sd([c["unet_s"] for c in ceilings], "{:.0f}"),
+                mean_sd([c["unet_steps"] for c in ceilings], "{:.0f}")]
+        line += [mean_sd([c["unet"][k] for c in ceilings]) for k in keys] + ["-" for _ in main] + ["-" for _ in keys]
+        body.append(line)
+    return markdown_table(header, body)
+
+
+def decisions_table(data, rows, args):
+    """``--decisions``: per round and decision, mean F1 / Rand error / membrane share over the loops."""
+    keys = ["f1", "rand_error", "share"]
+    header = ["round"] + list(DECISIONS)
+    body = []
+    for n in range(args.rounds + 1):
+        rs = [r for r in rows if r["round"] == n]
+        body.append([str(n)] + [" / ".join(f"{np.mean([r['decisions'][d][k] for r in rs]):.3f}" for k in keys)
+                                for d in DECISIONS])
+    return markdown_table(header, body)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=["isbi"], default="isbi")
+    parser.add_argument("--split", choices=SPLITS, default="heldout", help="evaluation slices (default heldout)")
+    parser.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0 (default 3)")
+    parser.add_argument("--round-budget", type=float, default=None,
+                        help="U-Net training seconds per round (default 60; 5 with --quick)")
+    parser.add_argument("--round-steps", type=int, default=None, help="U-Net steps per round (instead of, or with, the budget)")
+    parser.add_argument("--styles", nargs="+", choices=STYLES, default=["traced"], help="stroke styles of round 0")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="stroke seeds, one loop per (style, seed) (the U-Net trains with seed + round)")
+    parser.add_argument("--fraction", type=float, default=0.015, help="painted share of each slice in round 0")
+    parser.add_argument("--correct", type=float, default=0.005, help="share of each slice painted per round")
+    parser.add_argument("--device", default="auto", help="engine device: auto, cpu, cuda, mps")
+    parser.add_argument("--eval", type=int, default=None, help="at most this many evaluation slices (2 with --quick)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the full-mask ceiling")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 s rounds, 2 evaluation slices")
+    parser.add_argument("--variant", default=None, metavar="JSON",
+                        help="TrainConfig fields for the U-Net in every round, e.g. '{\"separate_regions\": false}'")
+    parser.add_argument("--decisions", action="store_true",
+                        help="also score other decisions from the same probabilities (second table)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON to FILE")
+    add_data_argument(parser)
+    args = parser.parse_args(argv)
+    if args.round_budget is None and args.round_steps is None:
+        args.round_budget = 5.0 if args.quick else 60.0
+    if args.eval is None and args.quick:
+        args.eval = 2
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1.")
+
+    data = isbi(require_data("isbi2012", args.data), args.split, args.eval)
+    print(f"isbi2012: train on {', '.join(data.train_names)}; score {', '.join(data.eval_names)}", flush=True)
+    train = {"budget": args.round_budget, "steps": args.round_steps, "device": args.device}
+    if args.variant:
+        try:
+            train.update(json.loads(args.variant))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise SystemExit(f"--variant must be a JSON object of TrainConfig fields ({err}).")
+
+    rows = [row for style in args.styles for seed in args.seeds for row in run_loop(data, style, seed, args, train)]
+    ceilings = [] if args.no_ceiling else [ceiling_run(data, seed, args) for seed in args.seeds]
+
     cost = " / ".join(([f"{args.round_steps} steps"] if args.round_steps else [])
                       + ([f"{args.round_budget:g} s"] if args.round_budget else []))
     print()
-    print(markdown_table(header, body))
+    print(table(data, rows, ceilings, args))
     print()
-    print(f"Round 0: {args.style} strokes, seed {args.seed}, {args.fraction:g} of each training slice; each later "
-          f"round paints the true class over the largest wrong regions of the method's own prediction on the "
-          f"training slices, {args.correct:g} of each slice, split evenly between the classes' mistakes. "
-          f"U-Net: {cost} a round, trained on from the previous round's model (device {args.device}); forest "
-          f"retrained each round. Ceiling: the same network for {args.rounds + 1} × the round's time/steps on the "
-          f"full masks of the training slices (dense).")
+    print(f"Round 0: strokes of the styles {', '.join(args.styles)} × seeds {args.seeds}, {args.fraction:g} of each "
+          f"training slice; each later round paints the true class over the largest wrong regions of the method's "
+          f"own prediction on the training slices, {args.correct:g} of each slice, split evenly between the "
+          f"classes' mistakes. Mean ± sd over the {len(args.styles) * len(args.seeds)} loops (sample sd). U-Net: "
+          f"{cost} a round, trained on from the previous round's model (device {args.device}"
+          + (f", TrainConfig {train}" if args.variant else ", engine defaults") + "); forest retrained each round. "
+          f"Ceiling: the same network for {args.rounds + 1} × the round's time/steps on the full masks of the "
+          f"training slices (dense), once per seed.")
+    if args.decisions:
+        print()
+        print(decisions_table(data, rows, args))
+        print()
+        print("U-Net F1 / Rand error / membrane share of each decision, from the same probabilities of the same "
+              "models (the engine draws 'separators, ridge 0.9' for membranes); mean over the loops.")
     print(f"Scored on the {args.split} slices {', '.join(data.eval_names)}, never trained on.")
     for note in data.notes + [TIMING_NOTE]:
         print(note)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "rounds": rows, "ceiling": ceiling}, f, indent=2)
+            json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "rounds": rows, "ceilings": ceilings},
+                      f, indent=2)
         print(f"rows written to {args.json}")
 
 

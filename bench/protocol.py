@@ -96,7 +96,9 @@ def isbi(root, split, n_eval):
     def score(truths, preds):
         rows = [{"f1": metrics.class_f1(t, p, MEMBRANE),
                  "rand_error": metrics.adapted_rand_error_interior(t, p, INTERIOR),
-                 "pixel_error": metrics.pixel_error(t, p)} for t, p in zip(truths, preds)]
+                 "pixel_error": metrics.pixel_error(t, p),
+                 "share": float(np.mean(p == MEMBRANE) / max(np.mean(t == MEMBRANE), 1e-9))}
+                for t, p in zip(truths, preds)]
         return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
 
     return Data(
@@ -105,9 +107,10 @@ def isbi(root, split, n_eval):
         "classes", None, 0.015,
         lambda truth, style, fraction, rng: simulate_style(truth, (MEMBRANE, INTERIOR), style, fraction, rng),
         lambda images, strokes, seed: random_forest(images, strokes, None, "cpu", seed=seed),
-        score, [("f1", "F1"), ("rand_error", "Rand err"), ("pixel_error", "pixel err")],
+        score, [("f1", "F1"), ("rand_error", "Rand err"), ("pixel_error", "pixel err"), ("share", "membrane share")],
         [("F1: membrane; Rand err: adapted Rand error of the interior components; pixel err over both "
-          "classes; means over the evaluation slices.")])
+          "classes; membrane share: predicted membrane pixels over true ones (1 = as much as the truth); "
+          "means over the evaluation slices.")])
 
 
 # --------------------------------------------------------------------------- DSB 2018

@@ -1,0 +1,43 @@
+"""The correction-loop benchmark's simulated user (bench/correction_loop.py) on synthetic truths."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from bench.correction_loop import correct, table
+
+
+def _cells(size=128, period=32, width=3):
+    truth = np.full((size, size), 2, dtype=np.uint8)
+    for k in range(0, size, period):
+        truth[k:k + width, :] = 1
+        truth[:, k:k + width] = 1
+    return truth
+
+
+def test_corrections_paint_the_true_class_over_mistakes_never_over_paint():
+    truth = _cells()
+    painted = np.zeros_like(truth)
+    painted[40:44, 40:60] = 2  # an earlier stroke
+    prediction = np.full_like(truth, 2)  # every membrane missed
+    prediction[70:90, 70:90] = 1  # and a block of interior called membrane
+    out = correct(painted, truth, prediction, 0.01)
+    new = (out > 0) & (painted == 0)
+    assert np.array_equal(out[painted > 0], painted[painted > 0])  # paint kept
+    assert np.array_equal(out[new], truth[new])  # only the true class
+    assert not (new & (truth == prediction)).any()  # only over mistakes
+    assert abs(new.sum() - 0.01 * truth.size) <= 2  # the round's share of the image
+    assert {1, 2} <= set(np.unique(out[new]).tolist())  # both kinds of mistake
+
+
+def test_loop_table_counts_the_loops_that_improved():
+    def row(style, r, f1, rand):
+        return {"style": style, "seed": 0, "round": r, "unet_painted": 0.01, "forest_painted": 0.01, "unet_s": 1.0,
+                "unet_steps": 10, "unet": {"f1": f1, "rand_error": rand},
+                "forest": {"f1": 0.5, "rand_error": 0.5}}
+
+    data = SimpleNamespace(columns=[("f1", "F1"), ("rand_error", "Rand err")])
+    rows = [row("a", 0, 0.6, 0.4), row("a", 1, 0.7, 0.3), row("b", 0, 0.6, 0.4), row("b", 1, 0.5, 0.2)]
+    text = table(data, rows, [], SimpleNamespace(rounds=1))
+    last = text.splitlines()[-1]
+    assert "1 of 2" in last and "2 of 2" in last  # F1 rose in one loop, Rand error fell in both
