@@ -11,7 +11,9 @@ Protocol
   with fewer mistakes hands its share on), never over paint already there; a region larger than
   what is left gets its core (the pixels farthest from its border). Then the U-Net trains on from
   its current model (``make_trainer(..., model=previous)``, as the plugin's *Train* after
-  corrections) for ``--round-budget`` seconds or ``--round-steps`` steps.
+  corrections) for ``--round-budget`` seconds or ``--round-steps`` steps. With ``--accept`` the
+  user first accepts the prediction into every pixel they have not painted (the plugin's *Accept
+  into annotation*), so both methods train on full labels: the user's paint, the prediction elsewhere.
 * The random forest gets the same loop on its own mistakes (retrained from scratch each round:
   it has no warm start).
 * After every round both are scored on the evaluation slices: membrane F1, adapted Rand error
@@ -126,18 +128,25 @@ def run_loop(data, style, seed, args, train):
         return data.score(data.eval_truths, [np.asarray(predict(im)) for im in data.eval_images])
 
     rows, unet_labels, forest_labels, model, forest = [], list(strokes), list(strokes), None, None
+    unet_train, forest_train = unet_labels, forest_labels  # what each method trains on
     for r in range(args.rounds + 1):
         if r > 0:  # the user corrects each method's own mistakes on the training slices
-            unet_labels = [correct(lab, t, model.segment(im).labels, args.correct)
-                           for lab, t, im in zip(unet_labels, data.train_truths, data.train_images)]
-            forest_labels = [correct(lab, t, forest(im), args.correct)
-                             for lab, t, im in zip(forest_labels, data.train_truths, data.train_images)]
+            unet_preds = [model.segment(im).labels for im in data.train_images]
+            forest_preds = [forest(im) for im in data.train_images]
+            unet_labels = [correct(lab, t, p, args.correct) for lab, t, p in zip(unet_labels, data.train_truths, unet_preds)]
+            forest_labels = [correct(lab, t, p, args.correct)
+                             for lab, t, p in zip(forest_labels, data.train_truths, forest_preds)]
+            unet_train, forest_train = unet_labels, forest_labels
+            if args.accept:  # the prediction fills every pixel the user did not paint (Accept into annotation)
+                unet_train = [np.where(lab > 0, lab, p) for lab, p in zip(unet_labels, unet_preds)]
+                forest_train = [np.where(lab > 0, lab, p) for lab, p in zip(forest_labels, forest_preds)]
         t0 = time.perf_counter()
-        result = train_engine(data.train_images, unet_labels, seed=seed + r, model=model, **train)
+        result = train_engine(data.train_images, unet_train, seed=seed + r, model=model, **train)
         unet_s = time.perf_counter() - t0
         model = result.model
         t0 = time.perf_counter()
-        forest = random_forest(data.train_images, forest_labels, None, "cpu", seed=seed)
+        forest = random_forest(data.train_images, forest_train, None, "cpu", seed=seed,
+                               max_pixels=200_000 if args.accept else None)
         forest_s = time.perf_counter() - t0
         row = {"style": style, "seed": seed, "round": r, "unet_painted": _painted(unet_labels),
                "forest_painted": _painted(forest_labels), "unet_s": unet_s, "unet_steps": result.steps,
@@ -237,6 +246,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s rounds, 2 evaluation slices")
     parser.add_argument("--variant", default=None, metavar="JSON",
                         help="TrainConfig fields for the U-Net in every round, e.g. '{\"separate_regions\": false}'")
+    parser.add_argument("--accept", action="store_true",
+                        help="each round the user first accepts the prediction into every pixel they did not paint")
     parser.add_argument("--decisions", action="store_true",
                         help="also score other decisions from the same probabilities (second table)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON to FILE")
@@ -269,7 +280,10 @@ def main(argv=None):
     print(f"Round 0: strokes of the styles {', '.join(args.styles)} × seeds {args.seeds}, {args.fraction:g} of each "
           f"training slice; each later round paints the true class over the largest wrong regions of the method's "
           f"own prediction on the training slices, {args.correct:g} of each slice, split evenly between the "
-          f"classes' mistakes. Mean ± sd over the {len(args.styles) * len(args.seeds)} loops (sample sd). U-Net: "
+          f"classes' mistakes"
+          + (", after accepting the prediction into every pixel the user did not paint (both methods train on "
+             "those full labels; the forest on 200,000 of their pixels)" if args.accept else "")
+          + f". Mean ± sd over the {len(args.styles) * len(args.seeds)} loops (sample sd). U-Net: "
           f"{cost} a round, trained on from the previous round's model (device {args.device}"
           + (f", TrainConfig {train}" if args.variant else ", engine defaults") + "); forest retrained each round. "
           f"Ceiling: the same network for {args.rounds + 1} × the round's time/steps on the full masks of the "
