@@ -15,7 +15,7 @@ from src_models import InputError, Task, TrainConfig, UNetModel, make_trainer
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (napari-unet-strokes[cluster])")
 
-from src_models.distributed import connect, parse_cluster, predict_on_cluster, worker_stats  # noqa: E402
+from src_models.distributed import OBJECT_MARGIN, connect, parse_cluster, predict_on_cluster, worker_stats  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 BLOCK = 256  # a 512 x 512 image in 4 blocks
@@ -85,7 +85,8 @@ def test_classes_on_two_workers_equal_single_process_on_an_isbi_slice(client, tm
 def test_objects_on_two_workers_are_the_single_process_objects(client, nuclei, tmp_path):
     image, mask, path = nuclei
     truth, _ = ndimage.label(mask)
-    model = _trained(image, truth, Task("objects"), steps=40, dense=True, patch_size=96)
+    # 80 steps: nucleus-sized objects (40 left blobs across half the image, which no block's margin can hold)
+    model = _trained(image, truth, Task("objects"), steps=80, dense=True, patch_size=96)
     model_path = tmp_path / "objects.safetensors"
     model.save(model_path)
     model = UNetModel.load(model_path, device="cpu")
@@ -95,6 +96,11 @@ def test_objects_on_two_workers_are_the_single_process_objects(client, nuclei, t
                                 block_size=BLOCK)
     got = _labels(report.path)
     n = int(expected.max())
+    # every object cut by a block border lies within the context both blocks see: they must agree on it
+    for box in ndimage.find_objects(expected):
+        for side in box:
+            if side.start < BLOCK < side.stop:
+                assert BLOCK - OBJECT_MARGIN <= side.start and side.stop <= BLOCK + OBJECT_MARGIN
     assert n >= 20 and report.objects == len(np.unique(got)) - 1
     # objects cut by block borders (x or y = 256) are joined into one id
     assert report.objects == n
