@@ -23,6 +23,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def cell_grid(size: int = 128, period: int = 32, width: int = 3):
+    """Grid of square "cells" (2) separated by "membranes" (1) ``width`` px wide, every ``period`` px."""
+    import numpy as np
+
+    truth = np.full((size, size), 2, dtype=np.uint8)
+    for k in range(0, size, period):
+        truth[k:k + width, :] = 1
+        truth[:, k:k + width] = 1
+    return truth
+
+
 def stroke_labels(mask, every: int = 8, width: int = 1):
     """Thin horizontal strokes copied from a ground-truth ``mask`` (0/1 → classes 1/2).
 

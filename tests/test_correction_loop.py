@@ -5,18 +5,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from bench.correction_loop import correct, table
-
-
-def _cells(size=128, period=32, width=3):
-    truth = np.full((size, size), 2, dtype=np.uint8)
-    for k in range(0, size, period):
-        truth[k:k + width, :] = 1
-        truth[:, k:k + width] = 1
-    return truth
+from conftest import cell_grid
 
 
 def test_corrections_paint_the_true_class_over_mistakes_never_over_paint():
-    truth = _cells()
+    truth = cell_grid()
     painted = np.zeros_like(truth)
     painted[40:44, 40:60] = 2  # an earlier stroke
     prediction = np.full_like(truth, 2)  # every membrane missed

@@ -4,21 +4,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import cell_grid
 from evaluation.strokes import (
     STYLES,
     simulate_object_style,
     simulate_strokes,
     simulate_style,
 )
-
-
-def _cells(size=160, period=32, width=3):
-    """Grid of square "cells" (2) separated by thin "membranes" (1)."""
-    truth = np.full((size, size), 2, dtype=np.uint8)
-    for k in range(0, size, period):
-        truth[k : k + width, :] = 1
-        truth[:, k : k + width] = 1
-    return truth
 
 
 def _stripes(n_classes=11, height=90, stripe=16):
@@ -36,7 +28,7 @@ def _mean_width(painted):
 
 @pytest.mark.parametrize("style", STYLES)
 def test_each_style_paints_only_true_classes_about_the_asked_fraction(style):
-    truth = _cells()
+    truth = cell_grid(160)
     painted = simulate_style(truth, (1, 2), style, 0.02, np.random.default_rng(0))
     on = painted > 0
     assert painted.shape == truth.shape and painted.dtype == np.uint8
@@ -57,7 +49,7 @@ def test_each_style_covers_eleven_classes_and_leaves_void_unpainted(style):
 
 
 def test_traced_style_is_simulate_strokes():
-    truth = _cells()
+    truth = cell_grid(160)
     assert np.array_equal(simulate_style(truth, (1, 2), "traced", 0.02, 5),
                           simulate_strokes(truth, (1, 2), 0.02, 5))
 
@@ -71,7 +63,7 @@ def test_thick_strokes_are_wider_than_traced_and_dabs_than_centreline():
 
 
 def test_centreline_lines_cross_cells_to_near_the_border():
-    truth = _cells()
+    truth = cell_grid(160)
     painted = simulate_style(truth, (1, 2), "centreline", 0.02, 2)
     dist = ndimage.distance_transform_edt(truth == 2)
     interior = painted == 2
@@ -82,7 +74,7 @@ def test_centreline_lines_cross_cells_to_near_the_border():
 
 
 def test_uneven_style_paints_one_class_about_four_times_the_other():
-    truth = _cells(256)
+    truth = cell_grid(256)
     for seed in range(3):
         painted = simulate_style(truth, (1, 2), "uneven", 0.02, seed)
         counts = np.bincount(painted.ravel(), minlength=3)[1:]
@@ -103,7 +95,7 @@ def test_object_styles_give_background_one_and_each_object_its_id_plus_one():
 
 
 def test_styles_are_reproducible_and_paint_stacks():
-    truth = np.stack([_cells(96), _cells(96)[::-1]])
+    truth = np.stack([cell_grid(96), cell_grid(96)[::-1]])
     for style in STYLES:
         a = simulate_style(truth, (1, 2), style, 0.03, 7)
         assert np.array_equal(a, simulate_style(truth, (1, 2), style, 0.03, np.random.default_rng(7)))
@@ -113,7 +105,7 @@ def test_styles_are_reproducible_and_paint_stacks():
 @pytest.mark.parametrize("kwargs", [{"style": "zigzag"}, {"fraction": 0.0}, {"classes": (0, 1)},
                                     {"style": "dabs", "fraction": 2.0}])
 def test_invalid_style_arguments_raise(kwargs):
-    args = {"truth": _cells(32), "classes": (1, 2), "style": "centreline", "fraction": 0.02}
+    args = {"truth": cell_grid(32), "classes": (1, 2), "style": "centreline", "fraction": 0.02}
     args.update(kwargs)
     with pytest.raises(ValueError):
         simulate_style(**args)

@@ -4,20 +4,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import cell_grid
 from evaluation.strokes import class_modes, simulate_strokes
 
 
-def _cells(size=128, period=32, width=3):
-    """Grid of square "cells" (2) separated by thin "membranes" (1)."""
-    truth = np.full((size, size), 2, dtype=np.uint8)
-    for k in range(0, size, period):
-        truth[k : k + width, :] = 1
-        truth[:, k : k + width] = 1
-    return truth
-
-
 def test_strokes_agree_with_truth_and_cover_both_classes():
-    truth = _cells()
+    truth = cell_grid()
     painted = simulate_strokes(truth, (1, 2), fraction=0.02, rng=np.random.default_rng(0))
     assert painted.shape == truth.shape and painted.dtype == np.uint8
     on = painted > 0
@@ -27,7 +19,7 @@ def test_strokes_agree_with_truth_and_cover_both_classes():
 
 
 def test_strokes_are_reproducible_with_a_seed():
-    truth = _cells()
+    truth = cell_grid()
     a = simulate_strokes(truth, (1, 2), rng=3)
     b = simulate_strokes(truth, (1, 2), rng=np.random.default_rng(3))
     c = simulate_strokes(truth, (1, 2), rng=4)
@@ -36,18 +28,18 @@ def test_strokes_are_reproducible_with_a_seed():
 
 
 def test_modes_thin_membrane_traced_and_cells_dabbed():
-    assert class_modes(_cells(), (1, 2)) == {1: "trace", 2: "blob"}
+    assert class_modes(cell_grid(), (1, 2)) == {1: "trace", 2: "blob"}
 
 
 def test_blob_strokes_keep_away_from_borders():
-    truth = _cells()
+    truth = cell_grid()
     painted = simulate_strokes(truth, (1, 2), fraction=0.02, rng=1)
     dist = ndimage.distance_transform_edt(truth == 2)
     assert dist[painted == 2].min() >= 2
 
 
 def test_unlisted_ids_are_never_painted():
-    truth = _cells()
+    truth = cell_grid()
     truth[:40, :40] = 0  # "void"
     truth[100:, 100:] = 7  # a class nobody asked for
     painted = simulate_strokes(truth, (1, 2), rng=0)
@@ -78,7 +70,7 @@ def test_large_ids_get_a_wide_dtype():
      {"margin": -1.0}],
 )
 def test_invalid_arguments_raise(kwargs):
-    args = {"truth": _cells(32, 16), "class_ids": (1, 2)}
+    args = {"truth": cell_grid(32, 16), "class_ids": (1, 2)}
     args.update(kwargs)
     with pytest.raises(ValueError):
         simulate_strokes(**args)
