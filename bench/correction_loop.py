@@ -14,6 +14,9 @@ Protocol
   corrections) for ``--round-budget`` seconds or ``--round-steps`` steps. With ``--accept`` the
   user first accepts the prediction into every pixel they have not painted (the plugin's *Accept
   into annotation*), so both methods train on full labels: the user's paint, the prediction elsewhere.
+  ``--fresh`` trains a new network each round instead (same seed: only the labels differ);
+  ``--decision`` makes the user see, correct and score another decision than the engine's labels
+  (`DECISIONS`, from the same probabilities).
 * The random forest gets the same loop on its own mistakes (retrained from scratch each round:
   it has no warm start).
 * After every round both are scored on the evaluation slices: membrane F1, adapted Rand error
@@ -100,22 +103,51 @@ def _painted(labels):
 
 
 #: ``--decisions``: what else the plugin could draw from the same probabilities, scored beside the
-#: engine's own labels: the most likely class, and thin separators whose crest keeps the pixels within
-#: ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the engine uses 0.9).
-DECISIONS = {"argmax": None, **{f"separators, ridge {r}": r for r in (0.6, 0.7, 0.8, 0.9)}}
+#: engine's own labels: the most likely class; thin separators whose crest keeps the pixels within
+#: ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the engine uses
+#: 0.9); and those separators widened, where the most likely class is membrane too, to the width of the
+#: user's membrane strokes (`stroke_width`) or to every such pixel (``+ argmax``).
+DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in (0.6, 0.7, 0.8, 0.9)), "separators, stroke width",
+             "separators + argmax"]
 
 
-def decision_scores(data, model):
-    """Scores of every `DECISIONS` entry on the evaluation images, from one prediction each."""
+def stroke_width(labels, class_id=CLASSES[0]):
+    """Typical width (pixels) of the strokes of ``class_id``: twice the median distance from their centre
+    lines to their edges, less one (a 3-pixel line is 3)."""
+    from skimage.morphology import skeletonize
+
+    depths = []
+    for lab in labels:
+        painted = np.asarray(lab) == class_id
+        if painted.any():
+            depths.append(ndimage.distance_transform_edt(painted)[skeletonize(painted)])
+    return 2 * float(np.median(np.concatenate(depths))) - 1 if depths else 1.0
+
+
+def widen(index, probs, width):
+    """Separators (index 0) widened to ``width`` pixels over the pixels whose most likely class is theirs."""
+    band = ndimage.distance_transform_edt(index != 0) <= (width - 1) / 2
+    return np.where(band & (probs[0] > probs[1]), 0, index).astype(index.dtype)
+
+
+def decisions(model, image, width):
+    """The labels of every `DECISIONS` entry for ``image``, from one prediction of ``model``; ``width`` is
+    the painted membrane's (`stroke_width`)."""
     from src_models.separation import separate_regions
 
-    preds = {name: [] for name in DECISIONS}
-    for image in data.eval_images:
-        probs = model.segment(image, probabilities=True).probabilities
-        for name, ridge in DECISIONS.items():
-            index = probs.argmax(0) if ridge is None else separate_regions(probs, ridge=ridge)
-            preds[name].append(model.class_map.to_ids(index))
-    return {name: data.score(data.eval_truths, p) for name, p in preds.items()}
+    probs = model.segment(image, probabilities=True).probabilities
+    index = {"argmax": probs.argmax(0)}
+    for r in (0.6, 0.7, 0.8, 0.9):
+        index[f"separators, ridge {r}"] = separate_regions(probs, ridge=r)
+    index["separators, stroke width"] = widen(index["separators, ridge 0.9"], probs, width)
+    index["separators + argmax"] = np.where(index["argmax"] == 0, 0, index["separators, ridge 0.9"])
+    return {name: model.class_map.to_ids(index[name]) for name in DECISIONS}
+
+
+def decision_scores(data, model, width):
+    """Scores of every `DECISIONS` entry on the evaluation images."""
+    preds = [decisions(model, image, width) for image in data.eval_images]
+    return {name: data.score(data.eval_truths, [p[name] for p in preds]) for name in DECISIONS}
 
 
 def run_loop(data, style, seed, args, train):
@@ -124,14 +156,19 @@ def run_loop(data, style, seed, args, train):
     strokes = [data.paint(t, style, args.fraction, np.random.default_rng([seed, i]))
                for i, t in enumerate(data.train_truths)]
 
+    width = stroke_width(strokes)
+
     def score(predict):
         return data.score(data.eval_truths, [np.asarray(predict(im)) for im in data.eval_images])
+
+    def unet_predict(model, image):  # what the user sees: the engine's labels, or --decision's
+        return model.segment(image).labels if args.decision is None else decisions(model, image, width)[args.decision]
 
     rows, unet_labels, forest_labels, model, forest = [], list(strokes), list(strokes), None, None
     unet_train, forest_train = unet_labels, forest_labels  # what each method trains on
     for r in range(args.rounds + 1):
         if r > 0:  # the user corrects each method's own mistakes on the training slices
-            unet_preds = [model.segment(im).labels for im in data.train_images]
+            unet_preds = [unet_predict(model, im) for im in data.train_images]
             forest_preds = [forest(im) for im in data.train_images]
             unet_labels = [correct(lab, t, p, args.correct) for lab, t, p in zip(unet_labels, data.train_truths, unet_preds)]
             forest_labels = [correct(lab, t, p, args.correct)
@@ -141,7 +178,10 @@ def run_loop(data, style, seed, args, train):
                 unet_train = [np.where(lab > 0, lab, p) for lab, p in zip(unet_labels, unet_preds)]
                 forest_train = [np.where(lab > 0, lab, p) for lab, p in zip(forest_labels, forest_preds)]
         t0 = time.perf_counter()
-        result = train_engine(data.train_images, unet_train, seed=seed + r, model=model, **train)
+        if args.fresh:  # a new network each round, with the same seed: only the labels differ
+            result = train_engine(data.train_images, unet_train, seed=seed, **train)
+        else:
+            result = train_engine(data.train_images, unet_train, seed=seed + r, model=model, **train)
         unet_s = time.perf_counter() - t0
         model = result.model
         t0 = time.perf_counter()
@@ -150,9 +190,9 @@ def run_loop(data, style, seed, args, train):
         forest_s = time.perf_counter() - t0
         row = {"style": style, "seed": seed, "round": r, "unet_painted": _painted(unet_labels),
                "forest_painted": _painted(forest_labels), "unet_s": unet_s, "unet_steps": result.steps,
-               "forest_s": forest_s, "unet": score(lambda im, m=model: m.segment(im).labels), "forest": score(forest)}
+               "forest_s": forest_s, "unet": score(lambda im, m=model: unet_predict(m, im)), "forest": score(forest)}
         if args.decisions:
-            row["decisions"] = decision_scores(data, model)
+            row["decisions"] = decision_scores(data, model, width)
         rows.append(row)
         print(f"  {style} seed {seed} round {r}: painted {100 * row['unet_painted']:.2f} % / "
               f"{100 * row['forest_painted']:.2f} %, U-Net {result.steps} steps in {unet_s:.0f} s, "
@@ -248,6 +288,10 @@ def main(argv=None):
                         help="TrainConfig fields for the U-Net in every round, e.g. '{\"separate_regions\": false}'")
     parser.add_argument("--accept", action="store_true",
                         help="each round the user first accepts the prediction into every pixel they did not paint")
+    parser.add_argument("--fresh", action="store_true",
+                        help="the U-Net starts each round from a new network instead of the previous round's model")
+    parser.add_argument("--decision", choices=DECISIONS, default=None,
+                        help="what the user sees of the U-Net, corrects and is scored on (default: the engine's labels)")
     parser.add_argument("--decisions", action="store_true",
                         help="also score other decisions from the same probabilities (second table)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON to FILE")
@@ -284,8 +328,10 @@ def main(argv=None):
           + (", after accepting the prediction into every pixel the user did not paint (both methods train on "
              "those full labels; the forest on 200,000 of their pixels)" if args.accept else "")
           + f". Mean ± sd over the {len(args.styles) * len(args.seeds)} loops (sample sd). U-Net: "
-          f"{cost} a round, trained on from the previous round's model (device {args.device}"
-          + (f", TrainConfig {train}" if args.variant else ", engine defaults") + "); forest retrained each round. "
+          f"{cost} a round, " + ("a new network each round" if args.fresh else "trained on from the previous round's model")
+          + f" (device {args.device}"
+          + (f", TrainConfig {train}" if args.variant else ", engine defaults")
+          + (f"; the user sees and corrects '{args.decision}'" if args.decision else "") + "); forest retrained each round. "
           f"Ceiling: the same network for {args.rounds + 1} × the round's time/steps on the full masks of the "
           f"training slices (dense), once per seed.")
     if args.decisions:
@@ -293,7 +339,8 @@ def main(argv=None):
         print(decisions_table(data, rows, args))
         print()
         print("U-Net F1 / Rand error / membrane share of each decision, from the same probabilities of the same "
-              "models (the engine draws 'separators, ridge 0.9' for membranes); mean over the loops.")
+              "models (the engine draws 'separators, ridge 0.9' for membranes; 'stroke width' widens those to the "
+              "width of the round-0 membrane strokes); mean over the loops.")
     print(f"Scored on the {args.split} slices {', '.join(data.eval_names)}, never trained on.")
     for note in data.notes + [TIMING_NOTE]:
         print(note)

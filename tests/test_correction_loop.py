@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bench.correction_loop import correct, table
+from bench.correction_loop import correct, stroke_width, table, widen
 from conftest import cell_grid
 
 
@@ -34,3 +34,23 @@ def test_loop_table_counts_the_loops_that_improved():
     text = table(data, rows, [], SimpleNamespace(rounds=1))
     last = text.splitlines()[-1]
     assert "1 of 2" in last and "2 of 2" in last  # F1 rose in one loop, Rand error fell in both
+
+
+def test_stroke_width_is_the_painted_membrane_width():
+    strokes = np.zeros((60, 60), np.uint8)
+    strokes[10:13, 5:55] = 1  # 3 px membrane strokes, longer than the rest together
+    strokes[20:23, 5:55] = 1
+    strokes[40:45, 20:30] = 2  # interior is not measured
+    assert stroke_width([strokes]) == 3.0
+    assert stroke_width([np.zeros_like(strokes)]) == 1.0  # no membrane painted: lines stay thin
+
+
+def test_widened_separators_keep_to_the_membrane_the_argmax_draws():
+    index = np.ones((30, 30), np.uint8)
+    index[15] = 0  # a one-pixel separator
+    probs = np.zeros((2, 30, 30), np.float32)
+    probs[0, 13:18, :20] = 0.8  # the argmax draws a 5 px membrane on the left only
+    probs[1] = 1 - probs[0]
+    out = widen(index, probs, 3)
+    assert (out[:, :20] == 0).sum(0).tolist() == [3] * 20  # 3 px where the argmax agrees
+    assert (out[:, 20:] == 0).sum(0).tolist() == [1] * 10  # the thin line elsewhere
