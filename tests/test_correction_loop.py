@@ -38,7 +38,7 @@ def test_loop_table_counts_the_loops_that_improved():
 
 def test_stroke_width_is_the_painted_membrane_width():
     strokes = np.zeros((60, 60), np.uint8)
-    strokes[10:13, 5:55] = 1  # 3 px membrane strokes, longer than the rest together
+    strokes[10:13, 5:55] = 1  # two 3 px membrane strokes
     strokes[20:23, 5:55] = 1
     strokes[40:45, 20:30] = 2  # interior is not measured
     assert stroke_width([strokes]) == 3.0
