@@ -107,7 +107,8 @@ def _painted(labels):
 #: ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the engine uses
 #: 0.9); and those separators widened, where the most likely class is membrane too, to the width of the
 #: user's membrane strokes (`stroke_width`) or to every such pixel (``+ argmax``).
-DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in (0.6, 0.7, 0.8, 0.9)), "separators, stroke width",
+RIDGES = (0.6, 0.7, 0.8, 0.9)
+DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in RIDGES), "separators, stroke width",
              "separators + argmax"]
 
 
@@ -137,7 +138,7 @@ def decisions(model, image, width):
 
     probs = model.segment(image, probabilities=True).probabilities
     index = {"argmax": probs.argmax(0)}
-    for r in (0.6, 0.7, 0.8, 0.9):
+    for r in RIDGES:
         index[f"separators, ridge {r}"] = separate_regions(probs, ridge=r)
     index["separators, stroke width"] = widen(index["separators, ridge 0.9"], probs, width)
     index["separators + argmax"] = np.where(index["argmax"] == 0, 0, index["separators, ridge 0.9"])
