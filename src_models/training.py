@@ -8,6 +8,7 @@ with the weights kept. Strokes added while it runs are taken up through `update_
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -142,6 +143,11 @@ class Trainer:
         #: the labels are strokes (a few per cent of the painted slices), not full masks
         self.from_strokes = not cfg.dense and painted.painted_share(class_map) < 0.5
         self.model = self._start_model(model, painted, class_map)
+        #: ``retain_weight``: the network training started from, frozen, for its answers on unpainted
+        #: pixels (not when new classes grew its head: the new rows' answers mean nothing yet)
+        self._teacher = None
+        if model is not None and cfg.retain_weight > 0 and model.class_map.ids == self.model.class_map.ids:
+            self._teacher = copy.deepcopy(self.model.net).eval().requires_grad_(False)
         self.model.precision = cfg.precision
         self.model.info.setdefault("steps", 0)
         self.class_map = self.model.class_map
@@ -381,6 +387,8 @@ class Trainer:
                 with autocast, self._own_random_numbers(stream.dropout):
                     logits = net(x)
                 loss = self._loss(logits.float(), y, w)
+                if self._teacher is not None:
+                    loss = loss + cfg.retain_weight * self._retention(x, logits, y, autocast)
                 if cfg.smoothness_weight:
                     loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
                 (loss / passes if passes > 1 else loss).backward()
@@ -389,6 +397,15 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         return total / passes
+
+    def _retention(self, x, logits, y, autocast) -> torch.Tensor:
+        """Cross-entropy of the network's answers on the unpainted pixels of a patch against the
+        answers of the network training started from (soft targets)."""
+        with torch.no_grad(), autocast:
+            soft = torch.softmax(self._teacher(x).float(), 1)
+        unpainted = (y < 0).float()
+        ce = -(soft * torch.log_softmax(logits.float(), 1)).sum(1)
+        return (ce * unpainted).sum() / unpainted.sum().clamp(min=1.0)
 
     @contextlib.contextmanager
     def _own_random_numbers(self, states: dict):

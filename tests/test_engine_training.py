@@ -358,3 +358,22 @@ def test_training_from_strokes_has_no_clock_by_default_so_a_slow_cpu_gives_the_s
     dense = Trainer(image, truth + 1, config=TrainConfig(dense=True, **TINY))
     assert dense.step_limit is None and dense.time_budget == DEFAULT_TIME_BUDGET
     assert Trainer(image, _strokes(truth), config=TrainConfig(time_budget=5, **TINY)).time_budget == 5
+
+
+def test_retain_weight_keeps_the_answers_of_the_model_training_went_on_from(tmp_path):
+    """Training on after a correction that contradicts the model: with ``retain_weight`` the unpainted
+    pixels move less from the starting model's answers than without."""
+    image, truth = _blobs()
+    fit(image, _strokes(truth), config=TrainConfig(steps=40, **TINY)).model.save(tmp_path / "start.safetensors")
+    before = UNetModel.load(tmp_path / "start.safetensors", "cpu").segment(image, probabilities=True).probabilities
+    corrected = _strokes(truth)
+    corrected[22:27, 22:27] = 1  # a piece of the disc painted as background
+    unpainted = corrected == 0
+    drift = {}
+    for weight in (0.0, 10.0):
+        start = UNetModel.load(tmp_path / "start.safetensors", "cpu")
+        after = fit(image, corrected, model=start, config=TrainConfig(steps=40, retain_weight=weight, **TINY)).model
+        drift[weight] = float(np.abs(after.segment(image, probabilities=True).probabilities - before)[:, unpainted].mean())
+    assert drift[10.0] < 0.75 * drift[0.0], drift
+    with pytest.raises(ValueError, match="retain_weight"):
+        TrainConfig(retain_weight=-1.0)
