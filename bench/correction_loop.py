@@ -104,9 +104,10 @@ def _painted(labels):
 
 #: ``--decisions``: what else the plugin could draw from the same probabilities, scored beside the
 #: engine's own labels: the most likely class; thin separators whose crest keeps the pixels within
-#: ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the engine uses
-#: 0.9); and those separators widened, where the most likely class is membrane too, to the width of the
-#: user's membrane strokes (`stroke_width`) or to every such pixel (``+ argmax``).
+#: a fixed ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the
+#: engine fits its ridge after every training, `UNetModel.separator_ridge`, column "U-Net ridge"); and
+#: the separators of ridge 0.9 widened, where the most likely class is membrane too, to the width of
+#: the user's membrane strokes (`stroke_width`) or to every such pixel (``+ argmax``).
 RIDGES = (0.6, 0.7, 0.8, 0.9)
 DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in RIDGES), "separators, stroke width",
              "separators + argmax"]
@@ -191,7 +192,8 @@ def run_loop(data, style, seed, args, train):
         forest_s = time.perf_counter() - t0
         row = {"style": style, "seed": seed, "round": r, "unet_painted": _painted(unet_labels),
                "forest_painted": _painted(forest_labels), "unet_s": unet_s, "unet_steps": result.steps,
-               "forest_s": forest_s, "unet": score(lambda im, m=model: unet_predict(m, im)), "forest": score(forest)}
+               "forest_s": forest_s, "ridge": model.separator_ridge if model.separates_regions else None,
+               "unet": score(lambda im, m=model: unet_predict(m, im)), "forest": score(forest)}
         if args.decisions:
             row["decisions"] = decision_scores(data, model, width)
         rows.append(row)
@@ -226,7 +228,7 @@ def table(data, rows, ceilings, args):
     U-Net's main scores since the round before; the ceiling below."""
     keys = [k for k, _ in data.columns]
     main = keys[:2]
-    header = (["round", "loops", "painted % U-Net / forest", "U-Net s", "U-Net steps"]
+    header = (["round", "loops", "painted % U-Net / forest", "U-Net s", "U-Net steps", "U-Net ridge"]
               + [f"U-Net {t}" for _, t in data.columns]
               + [f"loops where U-Net {t} improved" for k, t in data.columns if k in main]
               + [f"forest {t}" for _, t in data.columns])
@@ -238,7 +240,8 @@ def table(data, rows, ceilings, args):
         line = [str(n), str(len(rs)),
                 f"{mean_sd([100 * r['unet_painted'] for r in rs], '{:.2f}')} / "
                 f"{np.mean([100 * r['forest_painted'] for r in rs]):.2f}",
-                mean_sd([r["unet_s"] for r in rs], "{:.0f}"), mean_sd([r["unet_steps"] for r in rs], "{:.0f}")]
+                mean_sd([r["unet_s"] for r in rs], "{:.0f}"), mean_sd([r["unet_steps"] for r in rs], "{:.0f}"),
+                mean_sd([r.get("ridge") for r in rs])]
         line += [mean_sd([r["unet"][k] for r in rs]) for k in keys]
         for k in main:
             if n == 0:
@@ -250,7 +253,7 @@ def table(data, rows, ceilings, args):
         body.append(line)
     if ceilings:
         line = ["ceiling: full masks", str(len(ceilings)), "100", mean_sd([c["unet_s"] for c in ceilings], "{:.0f}"),
-                mean_sd([c["unet_steps"] for c in ceilings], "{:.0f}")]
+                mean_sd([c["unet_steps"] for c in ceilings], "{:.0f}"), "-"]
         line += [mean_sd([c["unet"][k] for c in ceilings]) for k in keys] + ["-" for _ in main] + ["-" for _ in keys]
         body.append(line)
     return markdown_table(header, body)
@@ -340,8 +343,9 @@ def main(argv=None):
         print(decisions_table(data, rows, args))
         print()
         print("U-Net F1 / Rand error / membrane share of each decision, from the same probabilities of the same "
-              "models (the engine draws 'separators, ridge 0.9' for membranes; 'stroke width' widens those to the "
-              "width of the round-0 membrane strokes); mean over the loops.")
+              "models (the engine's labels are separators at the ridge it fitted, column 'U-Net ridge' above; "
+              "'stroke width' widens those of ridge 0.9 to the width of the round-0 membrane strokes); mean over "
+              "the loops.")
     print(f"Scored on the {args.split} slices {', '.join(data.eval_names)}, never trained on.")
     for note in data.notes + [TIMING_NOTE]:
         print(note)

@@ -180,6 +180,9 @@ def read_model(path, device=None) -> ModelParts:
         info = {}
     if not isinstance(info, dict):
         raise _damaged(path, f"its training record is a {type(info).__name__}, not a mapping")
+    ridge = info.get("separator_ridge")
+    if ridge is not None and not (_is_number(ridge) and 0 < ridge <= 1):
+        raise _damaged(path, f"a separator ridge of {ridge!r}, not a number in (0, 1]")
     class_prior = _class_prior(path, meta.get("class_prior"), config.n_classes)
     try:
         with safe_open(str(path), framework="pt") as f:

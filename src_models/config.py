@@ -221,7 +221,10 @@ class TrainConfig(_Record):
     separators that keep regions of the second apart (`separation.separate_regions`,
     `UNetModel.separates_regions`); None means decided after training for 2D models trained
     with border weights: on when the predicted first class forms lines (membranes), off
-    when it is a background around objects.
+    when it is a background around objects. ``separator_keep``: after every training the
+    separators' ridge is fitted so that they keep this share of the pixels the network finds
+    most likely separator on the painted slices (`separation.fit_ridge`); a fixed ridge drew
+    thinner membranes after every round of corrections.
 
     3D: ``dims=3`` makes a new model a 3D U-Net trained on blocks of ``patch_depth`` planes
     of a stack (Z, Y, X); ``z_ratio`` (Z voxel size / XY voxel size) decides where it pools Z
@@ -297,6 +300,7 @@ class TrainConfig(_Record):
     filter_features: bool = False
     micro_batches: int = 1
     retain_weight: float = 5.0
+    separator_keep: float = 0.65
 
     def __post_init__(self):
         if self.steps is not None:
@@ -312,6 +316,7 @@ class TrainConfig(_Record):
         _check_number("patch_depth", self.patch_depth, 1, 1024, integer=True, unit=" planes")
         _check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         _check_number("retain_weight", self.retain_weight, 0.0, 100.0)
+        _check_number("separator_keep", self.separator_keep, 1e-3, 1.0)
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**32 - 1, integer=True)
         if self.dims not in (2, 3):

@@ -13,7 +13,7 @@ from .calibration import estimate_class_prior
 from .config import TrainConfig
 from .painted import TrainingData
 from .segmenter import UNetModel
-from .separation import separators_are_lines
+from .separation import fit_ridge, separators_are_lines
 
 __all__ = ["MAX_PRIOR_CLASSES", "decide_after_training", "pseudo_labels", "slice_probabilities"]
 
@@ -71,13 +71,13 @@ def _volume_probabilities(model: UNetModel, data: TrainingData, max_side: int = 
 
 
 def decide_after_training(model: UNetModel, data: TrainingData, config: TrainConfig, may_separate: bool) -> None:
-    """Decide thin separators (when ``may_separate`` and not fixed by ``config``) and estimate
-    class frequencies, from the network's own probabilities on (a central 1024-pixel window of)
-    up to 8 painted slices; both are stored on ``model``."""
+    """Decide thin separators (when ``may_separate`` and not fixed by ``config``) and their ridge
+    (`separation.fit_ridge`), or estimate class frequencies, from the network's own probabilities
+    on (a central 1024-pixel window of) up to 8 painted slices; all are stored on ``model``."""
     decide = may_separate and config.separate_regions is None
     use_prior = config.class_prior if config.class_prior is not None else \
         model.class_map.n_classes <= MAX_PRIOR_CLASSES
-    if not (decide or use_prior):
+    if not (decide or use_prior or model.separates_regions):
         model.class_prior = None  # an earlier estimate does not fit the new weights
         return
     if model.config.dims == 3:
@@ -87,6 +87,9 @@ def decide_after_training(model: UNetModel, data: TrainingData, config: TrainCon
     if decide:
         model.separates_regions = bool(probs) and separators_are_lines(probs)
         log.info("Thin separators between regions: %s", model.separates_regions)
+    if model.separates_regions and probs:
+        model.separator_ridge = fit_ridge(probs, config.separator_keep)
+        log.info("Thin separators at ridge %.3f", model.separator_ridge)
     if model.separates_regions and config.class_prior is None:
         use_prior = False  # the separators' decision replaces the class-frequency correction
     model.class_prior = None

@@ -23,7 +23,7 @@ from .images import ImageView, Normalization
 from .memory import release_file_pages, smaller_after_out_of_memory
 from .model import UNet
 from .segmentation import Segmentation, segment
-from .separation import separate_regions_in_rows
+from .separation import DEFAULT_RIDGE, separate_regions_in_rows
 from .task import Task
 from .tiling import count_tiles, count_volume_blocks, predict_tiled, predict_volume_tiled
 
@@ -212,6 +212,24 @@ class UNetModel:
     def separates_regions(self, value: bool) -> None:
         self.info["separate_regions"] = bool(value)
 
+    @property
+    def separator_ridge(self) -> float:
+        """The ``ridge`` of this model's thin separators (`separation.separate_regions`).
+
+        Fitted after training on the network's own probabilities of the painted slices
+        (`separation.fit_ridge`, ``TrainConfig.separator_keep``), so that the separators keep the
+        same share of what the network finds most likely separator however sharp its crests have
+        become. Stored in the model file (``info["separator_ridge"]``); files without one use
+        `separation.DEFAULT_RIDGE`.
+        """
+        return float(self.info.get("separator_ridge", DEFAULT_RIDGE))
+
+    @separator_ridge.setter
+    def separator_ridge(self, value: float) -> None:
+        if not (isinstance(value, (int, float, np.floating)) and 0.0 < float(value) <= 1.0):
+            raise ValueError(f"separator_ridge must lie in (0, 1], got {value!r}.")
+        self.info["separator_ridge"] = float(value)
+
     #: ``"auto"`` (bf16 autocast on CUDA and on CPUs with hardware bf16), ``"bf16"`` or ``"fp32"``;
     #: set on the instance to override. Not stored in the model file.
     precision = "auto"
@@ -369,7 +387,8 @@ class UNetModel:
                     done_before += n_tiles
                     rows = slice(y0 - ry0, y1 - ry0)
                     if separate:
-                        labels[(*stack_idx, rows)] = self.class_map.to_ids(separate_regions_in_rows(region_probs))
+                        labels[(*stack_idx, rows)] = self.class_map.to_ids(separate_regions_in_rows(
+                            region_probs, ridge=self.separator_ridge))
                     else:
                         for r in range(0, y1 - y0, 256):  # argmax in row chunks: no band-sized int64 array
                             chunk = slice(y0 - ry0 + r, min(y1, y0 + r + 256) - ry0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from src_models import TrainConfig, UNetModel, fit
+from src_models import InputError, ModelFileError, TrainConfig, UNetModel, fit
 from src_models.separation import separate_regions
 
 
@@ -60,6 +60,33 @@ def test_small_ridge_keeps_the_argmax_and_bad_input_raises():
         separate_regions(np.zeros((3, 4, 4)))
 
 
+def _membrane(height, sigma=8.0, width=60):
+    """Probabilities of a vertical Gaussian membrane of peak ``height`` at x = 20 between two cells."""
+    x = np.arange(width, dtype=np.float32)
+    p_sep = np.broadcast_to(height * np.exp(-((x - 20) ** 2) / (2 * sigma ** 2)), (30, width)).copy()
+    return np.stack([p_sep, 1 - p_sep])
+
+
+def test_the_fitted_ridge_keeps_the_same_share_of_a_confident_and_a_doubtful_membrane():
+    from src_models.separation import fit_ridge
+
+    shares, ridges = {}, {}
+    for name, height in (("doubtful", 0.6), ("confident", 0.99)):
+        probs = _membrane(height)
+        argmax_width = (probs.argmax(0)[0] == 0).sum()
+        ridges[name] = fit_ridge([probs], keep=0.6)
+        shares[name] = [(separate_regions(probs, ridge=r)[0] == 0).sum() / argmax_width for r in (0.9, ridges[name])]
+    # the confident network finds a membrane twice as wide most likely (19 px against 9); a fixed ridge
+    # draws both 7 px wide, the fitted one keeps about 0.6 of each
+    assert shares["doubtful"][0] - shares["confident"][0] > 0.35, shares
+    assert all(abs(fitted - 0.6) <= 0.2 for _, fitted in shares.values()), shares
+    assert ridges["confident"] < ridges["doubtful"]
+    assert 0.5 <= fit_ridge([_membrane(0.99)], keep=1.0) < ridges["confident"]  # the whole argmax band
+    assert fit_ridge([np.stack([np.zeros((4, 4)), np.ones((4, 4))])], keep=0.6) == 0.9  # no separator: the default
+    with pytest.raises(ValueError, match="keep"):
+        fit_ridge([_membrane(0.99)], keep=0.0)
+
+
 def _voronoi_cells(size=256, n=60, seed=0):
     """Probabilities of blurred membranes between Voronoi cells."""
     from skimage.segmentation import find_boundaries
@@ -93,8 +120,22 @@ def test_two_class_training_makes_a_separating_model_that_keeps_it_in_its_file(t
     config = TrainConfig(steps=2, time_budget=None, batch_size=1, patch_size=32, device="cpu", separate_regions=True)
     model = fit(image, labels, config=config).model
     assert model.separates_regions and model.class_prior is None  # the decision replaces the class prior
+    assert 0.5 <= model.separator_ridge <= 1.0 and "separator_ridge" in model.info  # fitted after training
     model.save(tmp_path / "m.safetensors")
-    assert UNetModel.load(tmp_path / "m.safetensors", device="cpu").separates_regions
+    loaded = UNetModel.load(tmp_path / "m.safetensors", device="cpu")
+    assert loaded.separates_regions and loaded.separator_ridge == model.separator_ridge
+    loaded.separator_ridge = 1.0
+    crest = (loaded.predict(image) == 1).sum()
+    loaded.separator_ridge = 0.5
+    assert (loaded.predict(image) == 1).sum() >= crest  # a lower ridge keeps more of the separator
+    with pytest.raises(ValueError, match="separator_ridge"):
+        loaded.separator_ridge = 1.5
+    model.info["separator_ridge"] = 2.0  # as a damaged file would have it
+    model.save(tmp_path / "bad.safetensors")
+    with pytest.raises(ModelFileError, match="separator ridge"):
+        UNetModel.load(tmp_path / "bad.safetensors", device="cpu")
+    with pytest.raises(InputError, match="separator_keep"):
+        TrainConfig(separator_keep=0.0)
     off = fit(image, labels, config=TrainConfig(**{**config.to_dict(), "separate_regions": False})).model
     assert not off.separates_regions and off.class_prior is not None
     labels[20, 5:40] = 3  # three classes: argmax
