@@ -104,13 +104,16 @@ def _painted(labels):
 
 #: ``--decisions``: what else the plugin could draw from the same probabilities, scored beside the
 #: engine's own labels: the most likely class; thin separators whose crest keeps the pixels within
-#: a fixed ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; the
-#: engine fits its ridge after every training, `UNetModel.separator_ridge`, column "U-Net ridge"); and
-#: the separators of ridge 0.9 widened, where the most likely class is membrane too, to the width of
-#: the user's membrane strokes (`stroke_width`) or to every such pixel (``+ argmax``).
-RIDGES = (0.6, 0.7, 0.8, 0.9)
-DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in RIDGES), "separators, stroke width",
-             "separators + argmax"]
+#: a fixed ``ridge`` of the highest membrane probability nearby (`separation.separate_regions`; 0.9
+#: is what the engine drew before it fitted its ridge); separators at the ridge fitted on the
+#: model's probabilities of the training slices to ``keep`` that share of their most likely membrane
+#: (`separation.fit_ridge`, as the engine does with ``TrainConfig.separator_keep``, column "U-Net
+#: ridge"); and the separators of ridge 0.9 widened, where the most likely class is membrane too, to
+#: the width of the user's membrane strokes (`stroke_width`).
+RIDGES = (0.7, 0.8, 0.9)
+KEEPS = (0.55, 0.65, 0.75)
+DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in RIDGES), *(f"separators, keep {k}" for k in KEEPS),
+             "separators, stroke width"]
 
 
 def stroke_width(labels, class_id=CLASSES[0]):
@@ -132,23 +135,33 @@ def widen(index, probs, width):
     return np.where(band & (probs[0] > probs[1]), 0, index).astype(index.dtype)
 
 
-def decisions(model, image, width):
+def fitted_ridges(model, data):
+    """``{keep: ridge}`` for `KEEPS`, fitted on ``model``'s probabilities of the training slices."""
+    from src_models.separation import fit_ridge
+
+    probs = [model.segment(image, probabilities=True).probabilities for image in data.train_images]
+    return {k: fit_ridge(probs, k) for k in KEEPS}
+
+
+def decisions(model, image, width, ridges):
     """The labels of every `DECISIONS` entry for ``image``, from one prediction of ``model``; ``width`` is
-    the painted membrane's (`stroke_width`)."""
+    the painted membrane's (`stroke_width`), ``ridges`` the `fitted_ridges`."""
     from src_models.separation import separate_regions
 
     probs = model.segment(image, probabilities=True).probabilities
     index = {"argmax": probs.argmax(0)}
     for r in RIDGES:
         index[f"separators, ridge {r}"] = separate_regions(probs, ridge=r)
+    for k in KEEPS:
+        index[f"separators, keep {k}"] = separate_regions(probs, ridge=ridges[k])
     index["separators, stroke width"] = widen(index["separators, ridge 0.9"], probs, width)
-    index["separators + argmax"] = np.where(index["argmax"] == 0, 0, index["separators, ridge 0.9"])
     return {name: model.class_map.to_ids(index[name]) for name in DECISIONS}
 
 
 def decision_scores(data, model, width):
     """Scores of every `DECISIONS` entry on the evaluation images."""
-    preds = [decisions(model, image, width) for image in data.eval_images]
+    ridges = fitted_ridges(model, data)
+    preds = [decisions(model, image, width, ridges) for image in data.eval_images]
     return {name: data.score(data.eval_truths, [p[name] for p in preds]) for name in DECISIONS}
 
 
@@ -159,12 +172,17 @@ def run_loop(data, style, seed, args, train):
                for i, t in enumerate(data.train_truths)]
 
     width = stroke_width(strokes)
+    ridges = {}  # --decision: fitted_ridges of each round's model
 
     def score(predict):
         return data.score(data.eval_truths, [np.asarray(predict(im)) for im in data.eval_images])
 
     def unet_predict(model, image):  # what the user sees: the engine's labels, or --decision's
-        return model.segment(image).labels if args.decision is None else decisions(model, image, width)[args.decision]
+        if args.decision is None:
+            return model.segment(image).labels
+        if id(model) not in ridges:
+            ridges[id(model)] = fitted_ridges(model, data)
+        return decisions(model, image, width, ridges[id(model)])[args.decision]
 
     rows, unet_labels, forest_labels, model, forest = [], list(strokes), list(strokes), None, None
     unet_train, forest_train = unet_labels, forest_labels  # what each method trains on
@@ -343,9 +361,9 @@ def main(argv=None):
         print(decisions_table(data, rows, args))
         print()
         print("U-Net F1 / Rand error / membrane share of each decision, from the same probabilities of the same "
-              "models (the engine's labels are separators at the ridge it fitted, column 'U-Net ridge' above; "
-              "'stroke width' widens those of ridge 0.9 to the width of the round-0 membrane strokes); mean over "
-              "the loops.")
+              "models (the engine's labels are separators at the ridge it fitted, column 'U-Net ridge' above; 'keep K' "
+              "fits the ridge as the engine does for separator_keep K; 'stroke width' widens the separators of "
+              "ridge 0.9 to the width of the round-0 membrane strokes); mean over the loops.")
     print(f"Scored on the {args.split} slices {', '.join(data.eval_names)}, never trained on.")
     for note in data.notes + [TIMING_NOTE]:
         print(note)

@@ -224,7 +224,8 @@ class TrainConfig(_Record):
     when it is a background around objects. ``separator_keep``: after every training the
     separators' ridge is fitted so that they keep this share of the pixels the network finds
     most likely separator on the painted slices (`separation.fit_ridge`); a fixed ridge drew
-    thinner membranes after every round of corrections.
+    thinner membranes after every round of corrections. None keeps the fixed ridge
+    (`separation.DEFAULT_RIDGE`).
 
     3D: ``dims=3`` makes a new model a 3D U-Net trained on blocks of ``patch_depth`` planes
     of a stack (Z, Y, X); ``z_ratio`` (Z voxel size / XY voxel size) decides where it pools Z
@@ -300,7 +301,7 @@ class TrainConfig(_Record):
     filter_features: bool = False
     micro_batches: int = 1
     retain_weight: float = 5.0
-    separator_keep: float = 0.65
+    separator_keep: float | None = 0.65
 
     def __post_init__(self):
         if self.steps is not None:
@@ -316,7 +317,8 @@ class TrainConfig(_Record):
         _check_number("patch_depth", self.patch_depth, 1, 1024, integer=True, unit=" planes")
         _check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         _check_number("retain_weight", self.retain_weight, 0.0, 100.0)
-        _check_number("separator_keep", self.separator_keep, 1e-3, 1.0)
+        if self.separator_keep is not None:
+            _check_number("separator_keep", self.separator_keep, 1e-3, 1.0)
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**32 - 1, integer=True)
         if self.dims not in (2, 3):

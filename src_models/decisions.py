@@ -87,7 +87,9 @@ def decide_after_training(model: UNetModel, data: TrainingData, config: TrainCon
     if decide:
         model.separates_regions = bool(probs) and separators_are_lines(probs)
         log.info("Thin separators between regions: %s", model.separates_regions)
-    if model.separates_regions and probs:
+    if model.separates_regions and config.separator_keep is None:
+        model.info.pop("separator_ridge", None)  # the fixed ridge
+    elif model.separates_regions and probs:
         model.separator_ridge = fit_ridge(probs, config.separator_keep)
         log.info("Thin separators at ridge %.3f", model.separator_ridge)
     if model.separates_regions and config.class_prior is None:

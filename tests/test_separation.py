@@ -136,6 +136,8 @@ def test_two_class_training_makes_a_separating_model_that_keeps_it_in_its_file(t
         UNetModel.load(tmp_path / "bad.safetensors", device="cpu")
     with pytest.raises(InputError, match="separator_keep"):
         TrainConfig(separator_keep=0.0)
+    fixed = fit(image, labels, model=model, config=TrainConfig(**{**config.to_dict(), "separator_keep": None})).model
+    assert fixed.separates_regions and "separator_ridge" not in fixed.info and fixed.separator_ridge == 0.9
     off = fit(image, labels, config=TrainConfig(**{**config.to_dict(), "separate_regions": False})).model
     assert not off.separates_regions and off.class_prior is not None
     labels[20, 5:40] = 3  # three classes: argmax
