@@ -256,8 +256,9 @@ class TrainConfig(_Record):
     the model training started from (soft targets, this weight against the painted pixels' loss),
     so that corrections change the model where they are painted rather than everywhere. It costs
     one more forward pass a step. On the held-out slices of ``bench/correction_loop.py`` one round
-    of corrections at the default length cost 0.020 F1 and gained 0.059 Rand error with it, and
-    cost 0.110 F1 and 0.090 Rand error without it (bench/JOURNAL.md).
+    of corrections at the default length (separators at the fixed ridge 0.9) cost 0.020 F1 and
+    gained 0.059 Rand error with it, and cost 0.110 F1 and 0.090 Rand error without it
+    (bench/JOURNAL.md).
 
     ``micro_batches`` passes of ``batch_size`` patches make one step (gradient accumulation):
     a step learns from ``batch_size x micro_batches`` patches in the memory of ``batch_size``.

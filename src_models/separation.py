@@ -16,9 +16,10 @@ faint stretch of separator between two of them, which the argmax leaves open, is
 by such a line too (ISBI 2012, six models, held-out slices: adapted Rand error lower by
 0.04-0.26 than seeding from the argmax, F1 within 0.003; bench/README.md).
 
-On ISBI 2012 (strokes on slices 1, 5, 8; scored on slices 2, 3, 6, 7), a 1,500-step model
-went from membrane F1 0.745 / adapted Rand error 0.504 / pixel error 0.155 (argmax after the
-class-frequency correction) to 0.770 / 0.239 / 0.117.
+On ISBI 2012 (strokes on slices 1, 5, 8; scored on slices 2, 3, 6, 7), at ridge 0.9 a
+1,500-step model went from membrane F1 0.745 / adapted Rand error 0.504 / pixel error 0.155
+(argmax after the class-frequency correction) to 0.770 / 0.239 / 0.117. A trained model
+stores a ridge fitted to its own probabilities (`fit_ridge`).
 
 Only for separators that are lines (`separators_are_lines`): where the first class is a
 background around objects, the same thinning makes every object grow (DSB 2018 nuclei
