@@ -263,7 +263,8 @@ def _predict_block(job: _Job, by: int, bx: int, y0: int, y1: int, x0: int, x1: i
                                  probabilities=True, separate=False, stats=stats)
         core = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
         if job.separate:
-            _write(job, "0", ys, xs, model.class_map.to_ids(separate_regions(probs, ridge=model.separator_ridge))[core])
+            separated = separate_regions(probs, ridge=model.separator_ridge)
+            _write(job, "0", ys, xs, model.class_map.to_ids(separated)[core])
         else:
             inst = instances_from_probabilities(probs, list(model.class_map.ids), **job.instance_options)
             _write_objects(job, by, bx, inst.astype(np.int64), core)
