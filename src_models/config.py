@@ -255,9 +255,13 @@ class TrainConfig(_Record):
     after corrections), the unpainted pixels of every patch are also pulled towards the answers of
     the model training started from (soft targets, this weight against the painted pixels' loss),
     so that corrections change the model where they are painted rather than everywhere. It costs
-    one more forward pass a step. On the held-out slices of ``bench/correction_loop.py`` one round
-    of corrections at the default length (separators at the fixed ridge 0.9) cost 0.020 F1 and
-    gained 0.059 Rand error with it, and cost 0.110 F1 and 0.090 Rand error without it
+    one more forward pass a step. 15 was chosen on the tuning split of ``bench/correction_loop.py``
+    (three rounds of corrections at the default length): with weight 5 a round lost up to 0.11
+    Rand error, with 15 at most 0.014 (bench/JOURNAL.md).
+
+    ``fine_tune_lr``: the peak learning rate when training goes on from a model (*Train* after
+    corrections), in place of ``lr``; None means ``lr``. A quarter of ``lr`` did not keep the
+    correction loop of ``bench/correction_loop.py`` from losing at the third round
     (bench/JOURNAL.md).
 
     ``micro_batches`` passes of ``batch_size`` patches make one step (gradient accumulation):
@@ -301,8 +305,9 @@ class TrainConfig(_Record):
     precision: str = "auto"
     filter_features: bool = False
     micro_batches: int = 1
-    retain_weight: float = 5.0
+    retain_weight: float = 15.0
     separator_keep: float | None = 0.65
+    fine_tune_lr: float | None = None
 
     def __post_init__(self):
         if self.steps is not None:
@@ -318,6 +323,8 @@ class TrainConfig(_Record):
         _check_number("patch_depth", self.patch_depth, 1, 1024, integer=True, unit=" planes")
         _check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         _check_number("retain_weight", self.retain_weight, 0.0, 100.0)
+        if self.fine_tune_lr is not None:
+            _check_number("fine_tune_lr", self.fine_tune_lr, 1e-8, 10.0)
         if self.separator_keep is not None:
             _check_number("separator_keep", self.separator_keep, 1e-3, 1.0)
         if self.seed is not None:

@@ -143,6 +143,8 @@ class Trainer:
         #: the labels are strokes (a few per cent of the painted slices), not full masks
         self.from_strokes = not cfg.dense and painted.painted_share(class_map) < 0.5
         self.model = self._start_model(model, painted, class_map)
+        #: the peak learning rate: ``fine_tune_lr`` when training goes on from a model
+        self.lr = cfg.fine_tune_lr if model is not None and cfg.fine_tune_lr is not None else cfg.lr
         #: ``retain_weight``: the network training started from, frozen, for its answers on unpainted
         #: pixels (not when new classes grew its head: the new rows' answers mean nothing yet)
         self._teacher = None
@@ -248,7 +250,7 @@ class Trainer:
     def _lr(self, step: int, elapsed: float) -> float:
         frac = self._progress_fraction(step, elapsed)
         warmup = min(1.0, (step + 1) / 10)
-        return self.config.lr * warmup * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        return self.lr * warmup * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     def run(self, cancel: threading.Event | None = None):
         """Train; yields a `Progress` after every step and returns a `TrainResult`.
@@ -272,7 +274,7 @@ class Trainer:
         if channels_last:
             net.to(memory_format=self.model.memory_format)
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self._optimizer = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=cfg.weight_decay)
         opt = self._optimizer
         autocast = self.model._autocast()
         net.train()

@@ -377,3 +377,16 @@ def test_retain_weight_keeps_the_answers_of_the_model_training_went_on_from(tmp_
     assert drift[10.0] < 0.75 * drift[0.0], drift
     with pytest.raises(ValueError, match="retain_weight"):
         TrainConfig(retain_weight=-1.0)
+
+
+def test_fine_tune_lr_is_the_peak_learning_rate_of_training_that_goes_on_from_a_model():
+    image, truth = _blobs()
+    config = TrainConfig(steps=12, lr=2e-3, fine_tune_lr=4e-4, **TINY)
+    new = Trainer(image, _strokes(truth), config=config)
+    first = [p.lr for p in new.run()]
+    on = Trainer(image, _strokes(truth), config=config, model=new.result.model)
+    again = [p.lr for p in on.run()]
+    assert len(again) == len(first) == 12
+    np.testing.assert_allclose(again, np.array(first) * 0.2, rtol=1e-9)
+    with pytest.raises(ValueError, match="fine_tune_lr"):
+        TrainConfig(fine_tune_lr=0.0)
