@@ -111,7 +111,7 @@ def _painted(labels):
 #: ridge"); and the separators of ridge 0.9 widened, where the most likely class is membrane too, to
 #: the width of the user's membrane strokes (`stroke_width`).
 RIDGES = (0.7, 0.8, 0.9)
-KEEPS = (0.55, 0.65, 0.75)
+KEEPS = (0.55, 0.65, 0.7, 0.75)
 DECISIONS = ["argmax", *(f"separators, ridge {r}" for r in RIDGES), *(f"separators, keep {k}" for k in KEEPS),
              "separators, stroke width"]
 
@@ -231,6 +231,8 @@ def ceiling_run(data, seed, args):
     model = result.model
     row = {"seed": seed, "unet_s": time.perf_counter() - t0, "unet_steps": result.steps,
            "unet": data.score(data.eval_truths, [np.asarray(model.segment(im).labels) for im in data.eval_images])}
+    if args.decisions:  # 'stroke width': the width of the true membranes
+        row["decisions"] = decision_scores(data, model, stroke_width(data.train_truths))
     print(f"  ceiling seed {seed}: {result.steps} steps in {row['unet_s']:.0f} s, "
           + " ".join(f"{k} {v:.3f}" for k, v in row["unet"].items()), flush=True)
     return row
@@ -277,7 +279,7 @@ def table(data, rows, ceilings, args):
     return markdown_table(header, body)
 
 
-def decisions_table(data, rows, args):
+def decisions_table(data, rows, ceilings, args):
     """``--decisions``: per round and decision, mean F1 / Rand error / membrane share over the loops."""
     keys = ["f1", "rand_error", "share"]
     header = ["round"] + list(DECISIONS)
@@ -286,6 +288,9 @@ def decisions_table(data, rows, args):
         rs = [r for r in rows if r["round"] == n]
         body.append([str(n)] + [" / ".join(f"{np.mean([r['decisions'][d][k] for r in rs]):.3f}" for k in keys)
                                 for d in DECISIONS])
+    if ceilings:
+        body.append(["ceiling: full masks"] + [" / ".join(f"{np.mean([c['decisions'][d][k] for c in ceilings]):.3f}"
+                                                          for k in keys) for d in DECISIONS])
     return markdown_table(header, body)
 
 
@@ -358,12 +363,13 @@ def main(argv=None):
           f"training slices (dense), once per seed.")
     if args.decisions:
         print()
-        print(decisions_table(data, rows, args))
+        print(decisions_table(data, rows, ceilings, args))
         print()
         print("U-Net F1 / Rand error / membrane share of each decision, from the same probabilities of the same "
               "models (the engine's labels are separators at the ridge it fitted, column 'U-Net ridge' above; 'keep K' "
               "fits the ridge as the engine does for separator_keep K; 'stroke width' widens the separators of "
-              "ridge 0.9 to the width of the round-0 membrane strokes); mean over the loops.")
+              "ridge 0.9 to the width of the round-0 membrane strokes, for the ceiling to that of the true membranes); "
+              "mean over the loops.")
     print(f"Scored on the {args.split} slices {', '.join(data.eval_names)}, never trained on.")
     for note in data.notes + [TIMING_NOTE]:
         print(note)
