@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bench.correction_loop import correct, stroke_width, table, widen
+from bench.correction_loop import DECISIONS, correct, decisions_table, stroke_width, table, widen
 from conftest import cell_grid
 
 
@@ -54,3 +54,15 @@ def test_widened_separators_keep_to_the_membrane_the_argmax_draws():
     out = widen(index, probs, 3)
     assert (out[:, :20] == 0).sum(0).tolist() == [3] * 20  # 3 px where the argmax agrees
     assert (out[:, 20:] == 0).sum(0).tolist() == [1] * 10  # the thin line elsewhere
+
+
+def test_decisions_table_scores_the_ceiling_beside_the_rounds():
+    def scores(f1):
+        return {d: {"f1": f1, "rand_error": 0.2, "share": 1.0} for d in DECISIONS}
+
+    rows = [{"round": r, "decisions": scores(0.7 + 0.01 * r)} for r in (0, 1)]
+    ceilings = [{"decisions": scores(0.8)}, {"decisions": scores(0.9)}]
+    lines = decisions_table(None, rows, ceilings, SimpleNamespace(rounds=1)).splitlines()
+    assert lines[-1].startswith("| ceiling: full masks") and "0.850 / 0.200 / 1.000" in lines[-1]  # mean of seeds
+    assert "0.710 / 0.200 / 1.000" in lines[-2]  # round 1 above it
+    assert len(decisions_table(None, rows, [], SimpleNamespace(rounds=1)).splitlines()) == len(lines) - 1
