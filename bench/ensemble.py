@@ -26,15 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._common import (
     TIMING_NOTE,
-    add_data_argument,
     markdown_table,
-    mean_sd,
     random_forest,
     require_data,
     train_engine,
 )
-from bench.protocol import SPLITS, isbi
-from evaluation.strokes import STYLES
+from bench.protocol import add_isbi_lever_arguments, isbi, isbi_style_rows
 
 #: Table columns: (key, heading).
 COLUMNS = (("first", "U-Net, seed s"), ("second", "U-Net, seed s + 1000"), ("mean", "mean of the two"),
@@ -84,21 +81,11 @@ def run_one(data, style, seed, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", choices=SPLITS, default="tune")
-    parser.add_argument("--styles", nargs="+", choices=STYLES, default=["traced", "centreline", "thick"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of each network (default 1500)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write every run as JSON to FILE")
-    add_data_argument(parser)
+    add_isbi_lever_arguments(parser, "training steps of each network (default 1500)")
     args = parser.parse_args(argv)
     data = isbi(require_data("isbi2012", args.data), args.split, None)
     runs = [run_one(data, style, seed, args) for style in args.styles for seed in args.seeds]
-    body = []
-    for style in [*args.styles, "all styles"]:
-        rs = [r for r in runs if style in (r["style"], "all styles")]
-        body.append([style] + [" / ".join(mean_sd([r[key][k] for r in rs]) for k in ("f1", "rand_error")) + " / "
-                               + f"{np.mean([r[key]['share'] for r in rs]):.2f}" for key, _ in COLUMNS])
+    body = isbi_style_rows(runs, args.styles, [key for key, _ in COLUMNS])
     print()
     print(markdown_table(["style", *(heading for _, heading in COLUMNS)], body))
     print()

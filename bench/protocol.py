@@ -113,6 +113,29 @@ def isbi(root, split, n_eval):
           "means over the evaluation slices.")])
 
 
+def add_isbi_lever_arguments(parser, steps_help: str) -> None:
+    """The arguments of the scripts that try one lever on ISBI strokes beside the engine and the forest
+    (`warm_start.py`, `ensemble.py`): split, styles, seeds, steps, device, JSON file, data folder."""
+    parser.add_argument("--split", choices=SPLITS, default="tune")
+    parser.add_argument("--styles", nargs="+", choices=STYLES, default=["traced", "centreline", "thick"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", type=int, default=1500, help=steps_help)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write every run as JSON to FILE")
+    add_data_argument(parser)
+
+
+def isbi_style_rows(runs, styles, methods) -> list[list[str]]:
+    """Table rows of those scripts: per style and over all styles, for each of ``methods`` (keys of
+    every run), F1 and Rand error as mean ± sd and the mean membrane share."""
+    body = []
+    for style in [*styles, "all styles"]:
+        rs = [r for r in runs if style in (r["style"], "all styles")]
+        body.append([style] + [" / ".join(mean_sd([r[m][k] for r in rs]) for k in ("f1", "rand_error")) + " / "
+                               + f"{np.mean([r[m]['share'] for r in rs]):.2f}" for m in methods])
+    return body
+
+
 # --------------------------------------------------------------------------- DSB 2018
 
 

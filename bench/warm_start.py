@@ -27,9 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import TIMING_NOTE, add_data_argument, markdown_table, mean_sd, require_data
-from bench.protocol import SPLITS, isbi
-from evaluation.strokes import STYLES
+from bench._common import TIMING_NOTE, markdown_table, mean_sd, require_data
+from bench.protocol import add_isbi_lever_arguments, isbi, isbi_style_rows
 
 
 def warm_start(trainer, steps: int, seed: int, patch: int = 128, batch: int = 4, masked: float = 0.02,
@@ -105,23 +104,12 @@ def run_one(data, style, seed, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", choices=SPLITS, default="tune")
-    parser.add_argument("--styles", nargs="+", choices=STYLES, default=["traced", "centreline", "thick"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--steps", type=int, default=1500, help="training steps from the strokes (default 1500)")
+    add_isbi_lever_arguments(parser, "training steps from the strokes (default 1500)")
     parser.add_argument("--warm-steps", type=int, default=1000, help="self-supervised steps before (default 1000)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write every run as JSON to FILE")
-    add_data_argument(parser)
     args = parser.parse_args(argv)
     data = isbi(require_data("isbi2012", args.data), args.split, None)
     runs = [run_one(data, style, seed, args) for style in args.styles for seed in args.seeds]
-    keys = ("f1", "rand_error", "pixel_error", "share")
-    body = []
-    for style in [*args.styles, "all styles"]:
-        rs = [r for r in runs if style in (r["style"], "all styles")]
-        body.append([style] + [" / ".join(mean_sd([r[m][k] for r in rs]) for k in keys[:2]) + " / "
-                               + f"{np.mean([r[m]['share'] for r in rs]):.2f}" for m in ("new", "warm", "forest")])
+    body = isbi_style_rows(runs, args.styles, ("new", "warm", "forest"))
     print()
     print(markdown_table(["style", "U-Net, new network", f"U-Net, {args.warm_steps} warm-start steps", "forest"], body))
     print()

@@ -21,3 +21,16 @@ def test_a_model_averaged_with_itself_draws_its_own_labels():
     averaged = averaged_labels([model, model], [other], [image])[0]
     np.testing.assert_array_equal(averaged, own)
     assert set(np.unique(own)) == {1, 2}
+
+
+def test_lever_tables_give_each_style_and_all_styles_their_means():
+    from bench.protocol import isbi_style_rows
+
+    def run(style, f1, rand, share):
+        return {"style": style, "new": {"f1": f1, "rand_error": rand, "share": share}}
+
+    runs = [run("traced", 0.70, 0.30, 0.9), run("traced", 0.80, 0.10, 1.1), run("thick", 0.60, 0.50, 1.0)]
+    rows = isbi_style_rows(runs, ["traced", "thick"], ["new"])
+    assert [r[0] for r in rows] == ["traced", "thick", "all styles"]
+    assert rows[0][1].startswith("0.750 ± 0.071 / 0.200 ± 0.141 / 1.00")
+    assert rows[2][1].startswith("0.700 ± 0.100 / 0.300 ± 0.200 / 1.00")
