@@ -27,11 +27,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench._common import (
     TIMING_NOTE,
     markdown_table,
-    random_forest,
     require_data,
     train_engine,
 )
-from bench.protocol import add_isbi_lever_arguments, isbi, isbi_style_rows
+from bench.protocol import (
+    add_isbi_lever_arguments,
+    isbi,
+    isbi_lever_start,
+    isbi_style_rows,
+)
 
 #: Table columns: (key, heading).
 COLUMNS = (("first", "U-Net, seed s"), ("second", "U-Net, seed s + 1000"), ("mean", "mean of the two"),
@@ -58,11 +62,7 @@ def averaged_labels(models, images, train_images):
 
 def run_one(data, style, seed, args):
     """Strokes of one style and seed; the networks, their averages and the forest on them."""
-    strokes = [data.paint(truth, style, data.fraction, np.random.default_rng([seed, i]))
-               for i, truth in enumerate(data.train_truths)]
-    forest = random_forest(data.train_images, strokes, None, "cpu", seed=seed)
-    run = {"style": style, "seed": seed,
-           "forest": data.score(data.eval_truths, [np.asarray(forest(im)) for im in data.eval_images])}
+    strokes, run = isbi_lever_start(data, style, seed)
 
     def networks(steps):
         return [train_engine(data.train_images, strokes, steps=steps, device=args.device, seed=seed + s).model

@@ -125,6 +125,15 @@ def add_isbi_lever_arguments(parser, steps_help: str) -> None:
     add_data_argument(parser)
 
 
+def isbi_lever_start(data, style, seed):
+    """The strokes of one style and seed for those scripts, and their run so far: the forest's scores."""
+    strokes = [data.paint(truth, style, data.fraction, np.random.default_rng([seed, i]))
+               for i, truth in enumerate(data.train_truths)]
+    forest = random_forest(data.train_images, strokes, None, "cpu", seed=seed)
+    return strokes, {"style": style, "seed": seed,
+                     "forest": data.score(data.eval_truths, [np.asarray(forest(im)) for im in data.eval_images])}
+
+
 def isbi_style_rows(runs, styles, methods) -> list[list[str]]:
     """Table rows of those scripts: per style and over all styles, for each of ``methods`` (keys of
     every run), F1 and Rand error as mean ± sd and the mean membrane share."""

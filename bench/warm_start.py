@@ -28,7 +28,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._common import TIMING_NOTE, markdown_table, mean_sd, require_data
-from bench.protocol import add_isbi_lever_arguments, isbi, isbi_style_rows
+from bench.protocol import (
+    add_isbi_lever_arguments,
+    isbi,
+    isbi_lever_start,
+    isbi_style_rows,
+)
 
 
 def warm_start(trainer, steps: int, seed: int, patch: int = 128, batch: int = 4, masked: float = 0.02,
@@ -78,14 +83,9 @@ def warm_start(trainer, steps: int, seed: int, patch: int = 128, batch: int = 4,
 
 def run_one(data, style, seed, args):
     """Forest, new network and warm-started network on the strokes of one style and seed."""
-    from bench._common import random_forest
     from src_models import Task, TrainConfig, make_trainer
 
-    strokes = [data.paint(truth, style, data.fraction, np.random.default_rng([seed, i]))
-               for i, truth in enumerate(data.train_truths)]
-    forest = random_forest(data.train_images, strokes, None, "cpu", seed=seed)
-    run = {"style": style, "seed": seed,
-           "forest": data.score(data.eval_truths, [np.asarray(forest(im)) for im in data.eval_images])}
+    strokes, run = isbi_lever_start(data, style, seed)
     for name, warm_steps in (("new", 0), ("warm", args.warm_steps)):
         trainer = make_trainer(list(data.train_images), strokes, task=Task("classes"),
                                config=TrainConfig(steps=args.steps, device=args.device, seed=seed))
