@@ -234,6 +234,11 @@ class TrainConfig(_Record):
     Objects mode: ``fill_reach`` (pixels) extends the strokes into the unpainted band between
     background and object strokes, following the image's edges (`objects.fill_between_strokes`);
     0 turns it off. Without it, a model trained from strokes draws every object too large.
+    ``object_threshold`` is the object probability (interior + boundary) a pixel needs to be
+    drawn as part of an object; None means fitted after training from strokes so that the
+    objects' contours lie on the image's edges on the painted slices
+    (`objects.fit_foreground_threshold`; strokes painted to the objects' edges with a wide brush
+    otherwise make every object grow), and 0.5 after training on full masks.
 
     ``ema_decay`` (0 = off) keeps an exponential moving average of the weights (and of the
     batch-norm statistics) during training, over roughly the last ``1 / (1 - ema_decay)``
@@ -298,6 +303,7 @@ class TrainConfig(_Record):
     class_prior: bool | None = None
     separate_regions: bool | None = None
     fill_reach: int = 8
+    object_threshold: float | None = None
     dims: int = 2
     z_ratio: float = 1.0
     patch_depth: int = 16
@@ -327,6 +333,8 @@ class TrainConfig(_Record):
             _check_number("fine_tune_lr", self.fine_tune_lr, 1e-8, 10.0)
         if self.separator_keep is not None:
             _check_number("separator_keep", self.separator_keep, 1e-3, 1.0)
+        if self.object_threshold is not None:
+            _check_number("object_threshold", self.object_threshold, 0.5, 0.99)
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**32 - 1, integer=True)
         if self.dims not in (2, 3):

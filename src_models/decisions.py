@@ -1,6 +1,7 @@
 """Decisions a training makes from the network's own predictions on the painted slices:
-pseudo-labels while it runs, and after it ends whether to draw thin separators and how
-frequent each class really is (`calibration`).
+pseudo-labels while it runs, and after it ends whether to draw thin separators, how
+frequent each class really is (`calibration`) and, for objects, where their contours lie
+(`objects.fit_foreground_threshold`).
 """
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .calibration import estimate_class_prior
+from .calibration import apply_class_prior, estimate_class_prior
 from .config import TrainConfig
+from .objects import BACKGROUND, fit_foreground_threshold
 from .painted import TrainingData
 from .segmenter import UNetModel
 from .separation import fit_ridge, separators_are_lines
@@ -24,6 +26,19 @@ log = logging.getLogger(__name__)
 MAX_PRIOR_CLASSES = 3
 
 
+def _painted_windows(data: TrainingData, max_side: int | None, limit: int | None):
+    """Yield ``(key, read, height, width, region)`` for the painted slices: a central window of
+    at most ``max_side`` pixels a side (the whole slice when None), at most ``limit`` slices."""
+    for n, (key, read, height, width) in enumerate(data.painted_slices()):
+        if limit is not None and n >= limit:
+            break
+        region = None
+        if max_side is not None:
+            y0, x0 = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+            region = (y0, min(height, y0 + max_side), x0, min(width, x0 + max_side))
+        yield key, read, height, width, region
+
+
 def slice_probabilities(model: UNetModel, data: TrainingData, max_side: int | None = None,
                         limit: int | None = None, prior: bool = True) -> Iterator[tuple[tuple, np.ndarray]]:
     """Yield ``(key, probs)`` for the painted slices, in eval mode (a central window when ``max_side``)."""
@@ -31,16 +46,19 @@ def slice_probabilities(model: UNetModel, data: TrainingData, max_side: int | No
     was_training = model.net.training
     model.net.eval()
     try:
-        for n, (key, read, height, width) in enumerate(data.painted_slices()):
-            if limit is not None and n >= limit:
-                break
-            region = None
-            if max_side is not None:
-                y0, x0 = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
-                region = (y0, min(height, y0 + max_side), x0, min(width, x0 + max_side))
+        for key, read, height, width, region in _painted_windows(data, max_side, limit):
             yield key, model.probabilities(read, height, width, tile, region=region, prior=prior)
     finally:
         model.net.train(was_training)
+
+
+def _slice_images(data: TrainingData, max_side: int | None, limit: int | None) -> list:
+    """The normalised images ``(C, h, w)`` of the windows `slice_probabilities` predicts."""
+    images = []
+    for (i, s), _, height, width, region in _painted_windows(data, max_side, limit):
+        y0, y1, x0, x1 = region or (0, height, 0, width)
+        images.append(data.views[i].read_normalized(s, data.stats[i], slice(y0, y1), slice(x0, x1)))
+    return images
 
 
 def pseudo_labels(model: UNetModel, data: TrainingData, threshold: float) -> dict:
@@ -72,12 +90,17 @@ def _volume_probabilities(model: UNetModel, data: TrainingData, max_side: int = 
 
 def decide_after_training(model: UNetModel, data: TrainingData, config: TrainConfig, may_separate: bool) -> None:
     """Decide thin separators (when ``may_separate`` and not fixed by ``config``) and their ridge
-    (`separation.fit_ridge`), or estimate class frequencies, from the network's own probabilities
-    on (a central 1024-pixel window of) up to 8 painted slices; all are stored on ``model``."""
+    (`separation.fit_ridge`), or estimate class frequencies, and for a 2D objects model trained
+    from strokes the threshold its objects are drawn at (`objects.fit_foreground_threshold`),
+    from the network's own probabilities on (a central 1024-pixel window of) up to 8 painted
+    slices; all are stored on ``model``."""
     decide = may_separate and config.separate_regions is None
     use_prior = config.class_prior if config.class_prior is not None else \
         model.class_map.n_classes <= MAX_PRIOR_CLASSES
-    if not (decide or use_prior or model.separates_regions):
+    model.info.pop("foreground_threshold", None)  # an earlier fit does not fit the new weights
+    contours = (model.task.objects and model.config.dims == 2 and not model.info.get("dense")
+                and config.object_threshold is None)
+    if not (decide or use_prior or model.separates_regions or contours):
         model.class_prior = None  # an earlier estimate does not fit the new weights
         return
     if model.config.dims == 3:
@@ -98,3 +121,11 @@ def decide_after_training(model: UNetModel, data: TrainingData, config: TrainCon
     if use_prior and probs:
         model.class_prior = estimate_class_prior(probs).astype(np.float32)
         log.info("Estimated class frequencies %s", np.round(model.class_prior, 3))
+    if contours and probs:
+        background = list(model.class_map.ids).index(BACKGROUND)
+        if model.class_prior is not None:  # as prediction will see them
+            probs = [apply_class_prior(p, model.class_prior, axis=0) for p in probs]
+        images = _slice_images(data, max_side=1024, limit=8)
+        model.info["foreground_threshold"] = fit_foreground_threshold(
+            [(p[background], image) for p, image in zip(probs, images)])
+        log.info("Objects drawn where they are at least %.2f likely", model.info["foreground_threshold"])
