@@ -157,9 +157,10 @@ def instances_from_probabilities(probs, class_ids=(BACKGROUND, INTERIOR, BOUNDAR
     """One id per object from background / interior / boundary probabilities (seeded watershed).
 
     An object's core is where interior is the most likely class (predicted boundaries cut
-    touching objects apart); holes in it are filled. Seeds inside the cores are flooded over
-    the whole foreground, where interior + boundary beat background (``extent="foreground"``,
-    the default), or over the cores only (``extent="core"``):
+    touching objects apart) within the foreground; holes in it are filled. Seeds inside the
+    cores are flooded over the whole foreground, where interior + boundary beat background and
+    exceed ``foreground_threshold`` (``extent="foreground"``, the default), or over the cores
+    only (``extent="core"``):
 
     * ``seeds="interior"`` (default): seeds are the connected components of confident interior
       (probability above ``seed_threshold``), flooding on the negated interior probability;
