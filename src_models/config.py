@@ -208,7 +208,10 @@ class TrainConfig(_Record):
     (neighbours of similar intensity share a class); ``pseudo_labels`` re-labels confident
     unpainted pixels of the training images half-way and three quarters through training
     (weight ``pseudo_weight``, confidence above ``pseudo_threshold``); the user's strokes
-    are never changed. ``class_prior`` estimates, after training, how frequent each class
+    are never changed. ``skeleton_weight`` adds `skeleton_recall_loss` (the network must recall
+    the centre lines of every painted stroke); off by default: on ISBI strokes it was no better
+    at weight 1 and lost at 5 (bench/JOURNAL.md), for about 1.8 times the training time on the CPU.
+    ``class_prior`` estimates, after training, how frequent each class
     really is on the training images (`calibration`), and prediction weighs by it instead
     of the equal weights the balanced loss implies; None means on for models of at most
     3 classes (it helped on ISBI; with CamVid's 11 classes the estimate went wrong), except
@@ -297,6 +300,7 @@ class TrainConfig(_Record):
     grad_clip: float = 1.0
     smoothness_weight: float = 0.0
     smoothness_sigma: float = 0.15
+    skeleton_weight: float = 0.0
     pseudo_labels: bool = False
     pseudo_threshold: float = 0.9
     pseudo_weight: float = 0.5
@@ -329,6 +333,7 @@ class TrainConfig(_Record):
         _check_number("patch_depth", self.patch_depth, 1, 1024, integer=True, unit=" planes")
         _check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         _check_number("retain_weight", self.retain_weight, 0.0, 100.0)
+        _check_number("skeleton_weight", self.skeleton_weight, 0.0, 100.0)
         if self.fine_tune_lr is not None:
             _check_number("fine_tune_lr", self.fine_tune_lr, 1e-8, 10.0)
         if self.separator_keep is not None:

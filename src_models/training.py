@@ -27,7 +27,7 @@ from .distributed_training import ProcessGroup
 from .errors import InputError
 from .features import FilterFeatures
 from .images import Normalization
-from .losses import SegmentationLoss, pairwise_smoothness_loss
+from .losses import SegmentationLoss, pairwise_smoothness_loss, skeleton_recall_loss
 from .objects import OBJECT_CLASS_NAMES, ObjectsPreparer
 from .painted import PaintedImages, TrainingData
 from .sampling import NothingPainted, PatchSampler
@@ -393,6 +393,8 @@ class Trainer:
                     loss = loss + cfg.retain_weight * self._retention(x, logits, y, autocast)
                 if cfg.smoothness_weight:
                     loss = loss + cfg.smoothness_weight * pairwise_smoothness_loss(logits, x, cfg.smoothness_sigma)
+                if cfg.skeleton_weight:
+                    loss = loss + cfg.skeleton_weight * skeleton_recall_loss(logits, y)
                 (loss / passes if passes > 1 else loss).backward()
             total += float(loss.detach())
         if cfg.grad_clip:

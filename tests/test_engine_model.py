@@ -9,7 +9,7 @@ import torch
 
 from src_models import ClassMap, InputError, ModelFileError, UNet, UNetConfig, UNetModel
 from src_models.augment import Augmenter
-from src_models.losses import balanced_cross_entropy, border_weight_map, soft_dice_loss
+from src_models.losses import balanced_cross_entropy, border_weight_map, skeleton, skeleton_recall_loss, soft_dice_loss
 
 
 @pytest.mark.parametrize("depth,up,norm", [(1, "transpose", "batch"), (3, "bilinear", "group"), (2, "transpose", "none")])
@@ -85,6 +85,32 @@ def test_soft_dice_is_zero_for_a_perfect_prediction():
     logits = torch.nn.functional.one_hot(target.clamp(min=0), 2).permute(0, 3, 1, 2).float() * 50
     assert soft_dice_loss(logits, target) < 1e-3
     assert soft_dice_loss(-logits, target) > 0.5
+
+
+def test_skeleton_is_the_centre_line_of_thin_and_wide_strokes():
+    mask = torch.zeros(1, 1, 40, 60)
+    mask[0, 0, 5:12, 5:55] = 1  # 7 px wide
+    mask[0, 0, 25:28, 5:55] = 1  # 3 px wide
+    skel = skeleton(mask)
+    assert bool((skel <= mask).all())  # inside the strokes
+    rows = skel[0, 0, :, 20:40].nonzero()[:, 0].unique().tolist()
+    assert rows == [8, 26]  # one centre row per stroke away from the ends
+
+
+def test_skeleton_recall_rewards_the_painted_centre_lines_only():
+    target = torch.full((1, 30, 30), -1)
+    target[0, 10:17, 2:28] = 1  # a wide stroke of class 1
+    target[0, 22:24, 2:28] = 0  # a thin stroke of class 0
+    right = torch.nn.functional.one_hot(target.clamp(min=0), 3).permute(0, 3, 1, 2).float() * 50
+    assert skeleton_recall_loss(right, target) < 1e-3
+    assert skeleton_recall_loss(-right, target) > 0.9
+    logits = torch.zeros(1, 3, 30, 30, requires_grad=True)
+    skeleton_recall_loss(logits, target).backward()
+    grad = logits.grad.abs().sum(1)[0]
+    assert float(grad[target[0] < 0].sum()) == 0  # unpainted pixels do not count
+    assert float(grad[13, 15]) > 0 and float(grad[10, 15]) == 0  # the centre of the wide stroke, not its rim
+    nothing = torch.full((1, 30, 30), -1)
+    assert float(skeleton_recall_loss(logits.detach(), nothing)) == 0
 
 
 def test_border_weights_peak_between_touching_objects():

@@ -204,6 +204,14 @@ def test_pseudo_labels_and_smoothness_options_train():
     assert np.array_equal(trainer.labels[0], strokes)  # the user's strokes are untouched
 
 
+def test_skeleton_recall_option_trains_and_is_checked():
+    image, truth = _blobs()
+    result = fit(image, _strokes(truth), config=TrainConfig(steps=3, time_budget=None, skeleton_weight=1.0, **TINY))
+    assert result.steps == 3 and np.isfinite(result.losses).all()
+    with pytest.raises(InputError, match="skeleton_weight"):
+        TrainConfig(skeleton_weight=-1.0)
+
+
 def test_running_out_of_memory_halves_the_batch_then_says_what_to_do():
     import torch
 
