@@ -272,6 +272,12 @@ class TrainConfig(_Record):
     correction loop of ``bench/correction_loop.py`` from losing at the third round
     (bench/JOURNAL.md).
 
+    ``correction_share`` (0 = off): when training goes on from a model with the same classes, about
+    this share of the patches is centred on the painted pixels that model draws wrong (the user's
+    corrections) instead of on any painted pixel. Off by default: at 0.5, three rounds of
+    corrections on the tuning split of ``bench/correction_loop.py`` ended lower than without it
+    (bench/JOURNAL.md).
+
     ``micro_batches`` passes of ``batch_size`` patches make one step (gradient accumulation):
     a step learns from ``batch_size x micro_batches`` patches in the memory of ``batch_size``.
     Pass ``j`` draws its patches, augmentation and drop-out from its own random stream (seed
@@ -318,6 +324,7 @@ class TrainConfig(_Record):
     retain_weight: float = 15.0
     separator_keep: float | None = 0.65
     fine_tune_lr: float | None = None
+    correction_share: float = 0.0
 
     def __post_init__(self):
         if self.steps is not None:
@@ -334,6 +341,7 @@ class TrainConfig(_Record):
         _check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         _check_number("retain_weight", self.retain_weight, 0.0, 100.0)
         _check_number("skeleton_weight", self.skeleton_weight, 0.0, 100.0)
+        _check_number("correction_share", self.correction_share, 0.0, 1.0)
         if self.fine_tune_lr is not None:
             _check_number("fine_tune_lr", self.fine_tune_lr, 1e-8, 10.0)
         if self.separator_keep is not None:

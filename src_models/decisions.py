@@ -15,9 +15,9 @@ from .config import TrainConfig
 from .objects import BACKGROUND, fit_foreground_threshold
 from .painted import TrainingData
 from .segmenter import UNetModel
-from .separation import fit_ridge, separators_are_lines
+from .separation import fit_ridge, separate_regions_in_rows, separators_are_lines
 
-__all__ = ["MAX_PRIOR_CLASSES", "decide_after_training", "pseudo_labels", "slice_probabilities"]
+__all__ = ["MAX_PRIOR_CLASSES", "decide_after_training", "model_answers", "pseudo_labels", "slice_probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ def pseudo_labels(model: UNetModel, data: TrainingData, threshold: float) -> dic
     for key, probs in list(slice_probabilities(model, data)):
         pseudo[key] = np.where(probs.max(0) >= threshold, probs.argmax(0), -1)
     return pseudo
+
+
+def model_answers(model: UNetModel, data: TrainingData) -> dict:
+    """``{key: class indices}`` the model draws on every painted slice, as a user sees them
+    (thin separators when the model draws them)."""
+    answers = {}
+    for key, probs in list(slice_probabilities(model, data)):
+        answers[key] = separate_regions_in_rows(probs, ridge=model.separator_ridge).astype(np.int64) \
+            if model.separates_regions else probs.argmax(0)
+    return answers
 
 
 def _volume_probabilities(model: UNetModel, data: TrainingData, max_side: int = 256, limit: int = 4) -> list:

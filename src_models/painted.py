@@ -151,6 +151,7 @@ class TrainingData:
         self.pseudo_weight = pseudo_weight
         self.normalization = normalization or Normalization()
         self.pseudo: dict[tuple[int, int], np.ndarray] = {}
+        self.reference: dict[tuple[int, int], np.ndarray] = {}
         self._pending: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         for i in range(len(self.views)):
@@ -184,6 +185,13 @@ class TrainingData:
                 self.painted.pixel_weights[i] = weights
             self.load(i, labels, previous=self.labels[i])
             self.labels[i] = labels
+
+    def set_reference(self, reference: dict) -> None:
+        """A previous model's class indices ``{(image, slice): (H, W)}``: the painted pixels where they
+        differ from the paint (the user's corrections) become the sampler's priority centres."""
+        self.reference = reference
+        for i in range(len(self.views)):
+            self.load(i, self.labels[i], previous=None)
 
     def set_pseudo(self, pseudo: dict) -> None:
         """Pseudo-labels ``{(image, slice): class indices, -1 where unsure}`` for unpainted pixels."""
@@ -219,7 +227,9 @@ class TrainingData:
                 factor = np.where(painted, 1.0, self.pseudo_weight).astype(np.float32)
                 weight = factor if weight is None else weight * factor
                 target = np.where(painted, target, pseudo)
-            self.sampler.set_slice((i, s), image, target, weight, centres=painted)
+            reference = self.reference.get((i, s))
+            priority = None if reference is None else painted & (target != reference)
+            self.sampler.set_slice((i, s), image, target, weight, centres=painted, priority=priority)
 
     def _load_volume(self, i: int, labels: np.ndarray) -> None:
         """3D model: image ``i`` as one normalised volume ``(C, Z, H, W)`` in the sampler."""

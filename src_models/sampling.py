@@ -46,12 +46,13 @@ class PatchSampler:
         self._lock = threading.Lock()
 
     def set_slice(self, key, image: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
-                  centres: np.ndarray | None = None) -> None:
+                  centres: np.ndarray | None = None, priority: np.ndarray | None = None) -> None:
         """Add or replace one painted slice (or volume).
 
         ``image (C, H, W)`` float32 normalised, ``target (H, W)`` int64 with -1 = not painted,
         ``weight (H, W)`` optional per-pixel loss factor, ``centres (H, W)`` bool: where patches
-        may be centred (default: every labelled pixel). For 3D patches: ``(C, Z, H, W)`` and
+        may be centred (default: every labelled pixel), ``priority (H, W)`` bool: centres that
+        `draw` favours when asked to (the painted pixels a previous model got wrong). For 3D patches: ``(C, Z, H, W)`` and
         ``(Z, H, W)``. A slice without paint is dropped.
         """
         if target.ndim != len(self.patch_shape):
@@ -71,6 +72,8 @@ class PatchSampler:
                 np.pad(weight.astype(np.float32), pads, mode="edge")).to(self.device),
             # per class: flat indices of the pixels patches may be centred on (computed once)
             "centres": [np.flatnonzero(centres & (target == k)).astype(np.int64) for k in range(self.n_classes)],
+            "priority": [np.flatnonzero(priority & centres & (target == k)).astype(np.int64)
+                         for k in range(self.n_classes)] if priority is not None else None,
             "shape": target.shape,
         }
         with self._lock:
@@ -90,9 +93,10 @@ class PatchSampler:
         """Class indices with at least one painted pixel."""
         return [k for k in range(self.n_classes) if any(len(e["centres"][k]) for e in self._slices.values())]
 
-    def draw(self, batch_size: int, rng: np.random.Generator | None = None):
+    def draw(self, batch_size: int, rng: np.random.Generator | None = None, priority_share: float = 0.0):
         """Return ``image (B, C, *patch)``, ``target (B, *patch)``, ``weight (B, *patch)`` or None;
-        positions from ``rng`` (default: the sampler's own)."""
+        positions from ``rng`` (default: the sampler's own). About ``priority_share`` of the patches
+        are centred on priority pixels (`set_slice`) while there are any."""
         shape, rng = self.patch_shape, rng if rng is not None else self.rng
         with self._lock:
             classes = self.painted_classes
@@ -101,10 +105,18 @@ class PatchSampler:
             images, targets, weights = [], [], []
             entries = list(self._slices.values())
             for _ in range(batch_size):
-                k = classes[rng.integers(len(classes))]
-                counts = np.array([len(e["centres"][k]) for e in entries], dtype=np.float64)
+                pool = "centres"
+                if priority_share and rng.random() < priority_share:
+                    urgent = [k for k in classes if any(e["priority"] is not None and len(e["priority"][k])
+                                                        for e in entries)]
+                    if urgent:
+                        pool, classes_now = "priority", urgent
+                if pool == "centres":
+                    classes_now = classes
+                k = classes_now[rng.integers(len(classes_now))]
+                counts = np.array([len(e[pool][k]) if e[pool] is not None else 0 for e in entries], dtype=np.float64)
                 entry = entries[rng.choice(len(entries), p=counts / counts.sum())]
-                flat = entry["centres"][k][rng.integers(len(entry["centres"][k]))]
+                flat = entry[pool][k][rng.integers(len(entry[pool][k]))]
                 position = np.unravel_index(int(flat), entry["shape"])
                 # the painted pixel lands anywhere inside the patch; +p undoes the padding
                 starts = [int(c) + p - int(rng.integers(p)) for c, p in zip(position, shape)]

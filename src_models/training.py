@@ -21,7 +21,7 @@ import torch
 
 from .augment import Augmenter
 from .config import DEFAULT_TIME_BUDGET, TrainConfig, preset_config, preset_name, z_kernels_for, z_pooling_for
-from .decisions import decide_after_training, pseudo_labels
+from .decisions import decide_after_training, model_answers, pseudo_labels
 from .device import pick_device
 from .distributed_training import ProcessGroup
 from .errors import InputError
@@ -175,6 +175,12 @@ class Trainer:
                                  border=(cfg.border_w0, cfg.border_sigma) if use_border else None,
                                  pseudo_weight=cfg.pseudo_weight, normalization=self.model.normalization)
         self.views, self.labels = self.data.views, self.data.labels
+        #: ``correction_share``: patches centred on the paint the model training started from got wrong
+        self._priority_share = 0.0
+        if model is not None and cfg.correction_share > 0 and self.dims == 2 \
+                and model.class_map.ids == self.model.class_map.ids:
+            self.data.set_reference(model_answers(self.model, self.data))
+            self._priority_share = cfg.correction_share
         self._optimizer = None
         self._train_net: torch.nn.Module | None = None  # the network a step trains (in DDP when distributed)
         self._augmenter = Augmenter(elastic=cfg.elastic, intensity=True)
@@ -378,7 +384,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         passes, total = len(self._streams), 0.0
         for j, stream in enumerate(self._streams):
-            x, y, w = self.sampler.draw(batch, rng=stream.rng)
+            x, y, w = self.sampler.draw(batch, rng=stream.rng, priority_share=self._priority_share)
             if cfg.augment:
                 x, y, w = self._augmenter(x, y, w, generator=stream.generator)
             if channels_last:

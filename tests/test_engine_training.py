@@ -398,3 +398,44 @@ def test_fine_tune_lr_is_the_peak_learning_rate_of_training_that_goes_on_from_a_
     np.testing.assert_allclose(again, np.array(first) * 0.2, rtol=1e-9)
     with pytest.raises(ValueError, match="fine_tune_lr"):
         TrainConfig(fine_tune_lr=0.0)
+
+
+def test_correction_share_centres_patches_on_the_paint_the_starting_model_got_wrong():
+    """Paint that contradicts the model training goes on from becomes the sampler's priority; with
+    ``correction_share=1`` every patch holds some of it."""
+    image, truth = _blobs()
+    start = fit(image, _strokes(truth), config=TrainConfig(steps=40, **TINY)).model
+    corrected = _strokes(truth)
+    corrected[22:27, 22:27] = 1  # a piece of the disc painted as background
+    trainer = Trainer(image, corrected, model=start, config=TrainConfig(steps=2, correction_share=1.0, **TINY))
+    reference = trainer.data.reference[(0, 0)]
+    assert reference.shape == image.shape
+    wrong = (corrected > 0) & (trainer.class_map.to_index(corrected) != reference)
+    assert wrong[22:27, 22:27].any()  # the correction contradicts the model
+    assert not wrong[2:4, 2:20].any()  # the old background stroke does not
+    for _ in trainer.run():
+        pass
+    assert trainer.result.steps == 2
+    plain = Trainer(image, corrected, model=start, config=TrainConfig(steps=2, **TINY))
+    assert plain.data.reference == {}  # off by default
+    with pytest.raises(ValueError, match="correction_share"):
+        TrainConfig(correction_share=1.5)
+
+
+def test_sampler_centres_the_asked_share_of_patches_on_priority_pixels():
+    import torch
+
+    from src_models.sampling import PatchSampler
+
+    target = np.full((64, 64), -1)
+    target[5], target[50] = 0, 1  # one stroke per class
+    priority = np.zeros((64, 64), bool)
+    priority[50, 40:44] = True  # four pixels of the second stroke
+    image = priority[None].astype(np.float32)  # marks them
+    sampler = PatchSampler(2, 16, torch.device("cpu"), np.random.default_rng(0))
+    sampler.set_slice("a", image, target, priority=priority)
+    always = sampler.draw(32, priority_share=1.0)[0]
+    assert bool((always.amax(dim=(1, 2, 3)) == 1).all())  # every patch holds one of them
+    never = sampler.draw(32, priority_share=0.0)[0]
+    assert float((never.amax(dim=(1, 2, 3)) == 1).float().mean()) < 0.5
+
