@@ -52,8 +52,8 @@ class PatchSampler:
         ``image (C, H, W)`` float32 normalised, ``target (H, W)`` int64 with -1 = not painted,
         ``weight (H, W)`` optional per-pixel loss factor, ``centres (H, W)`` bool: where patches
         may be centred (default: every labelled pixel), ``priority (H, W)`` bool: centres that
-        `draw` favours when asked to (the painted pixels a previous model got wrong). For 3D patches: ``(C, Z, H, W)`` and
-        ``(Z, H, W)``. A slice without paint is dropped.
+        `draw` favours when asked to (the painted pixels a previous model got wrong). For 3D
+        patches: ``(C, Z, H, W)`` and ``(Z, H, W)``. A slice without paint is dropped.
         """
         if target.ndim != len(self.patch_shape):
             raise ValueError(f"Patches of shape {self.patch_shape} need {len(self.patch_shape)}D targets, "
@@ -105,15 +105,13 @@ class PatchSampler:
             images, targets, weights = [], [], []
             entries = list(self._slices.values())
             for _ in range(batch_size):
-                pool = "centres"
+                pool, choices = "centres", classes
                 if priority_share and rng.random() < priority_share:
                     urgent = [k for k in classes if any(e["priority"] is not None and len(e["priority"][k])
                                                         for e in entries)]
                     if urgent:
-                        pool, classes_now = "priority", urgent
-                if pool == "centres":
-                    classes_now = classes
-                k = classes_now[rng.integers(len(classes_now))]
+                        pool, choices = "priority", urgent
+                k = choices[rng.integers(len(choices))]
                 counts = np.array([len(e[pool][k]) if e[pool] is not None else 0 for e in entries], dtype=np.float64)
                 entry = entries[rng.choice(len(entries), p=counts / counts.sum())]
                 flat = entry[pool][k][rng.integers(len(entry[pool][k]))]
