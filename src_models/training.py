@@ -175,12 +175,11 @@ class Trainer:
                                  border=(cfg.border_w0, cfg.border_sigma) if use_border else None,
                                  pseudo_weight=cfg.pseudo_weight, normalization=self.model.normalization)
         self.views, self.labels = self.data.views, self.data.labels
-        #: ``correction_share``: patches centred on the paint the model training started from got wrong
+        #: ``correction_share``: patches centred on the paint the model training started from got
+        #: wrong; its labels are drawn when `run` starts (in the worker, not here)
         self._priority_share = 0.0
-        if model is not None and cfg.correction_share > 0 and self.dims == 2 \
-                and model.class_map.ids == self.model.class_map.ids:
-            self.data.set_reference(model_answers(self.model, self.data))
-            self._priority_share = cfg.correction_share
+        self._reference_pending = model is not None and cfg.correction_share > 0 and self.dims == 2 \
+            and model.class_map.ids == self.model.class_map.ids
         self._optimizer = None
         self._train_net: torch.nn.Module | None = None  # the network a step trains (in DDP when distributed)
         self._augmenter = Augmenter(elastic=cfg.elastic, intensity=True)
@@ -275,6 +274,9 @@ class Trainer:
         """
         self.result = None
         cfg = self.config
+        if self._reference_pending:  # the starting model's labels, before its weights move
+            self.data.set_reference(model_answers(self.model, self.data))
+            self._priority_share, self._reference_pending = cfg.correction_share, False
         net = self.model.net
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.model.channels_last
         if channels_last:

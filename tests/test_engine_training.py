@@ -408,15 +408,17 @@ def test_correction_share_centres_patches_on_the_paint_the_starting_model_got_wr
     corrected = _strokes(truth)
     corrected[22:27, 22:27] = 1  # a piece of the disc painted as background
     trainer = Trainer(image, corrected, model=start, config=TrainConfig(steps=2, correction_share=1.0, **TINY))
+    for _ in trainer.run():
+        pass
+    assert trainer.result.steps == 2
     reference = trainer.data.reference[(0, 0)]
     assert reference.shape == image.shape
     wrong = (corrected > 0) & (trainer.class_map.to_index(corrected) != reference)
     assert wrong[22:27, 22:27].any()  # the correction contradicts the model
     assert not wrong[2:4, 2:20].any()  # the old background stroke does not
-    for _ in trainer.run():
-        pass
-    assert trainer.result.steps == 2
     plain = Trainer(image, corrected, model=start, config=TrainConfig(steps=2, **TINY))
+    for _ in plain.run():
+        pass
     assert plain.data.reference == {}  # off by default
     with pytest.raises(ValueError, match="correction_share"):
         TrainConfig(correction_share=1.5)
